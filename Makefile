@@ -1,0 +1,65 @@
+# banger build, install and test entry points.
+SHELL := /bin/bash
+GO ?= go
+PREFIX ?= $(HOME)/.local
+HELPER_DIR ?= /usr/local/libexec/banger
+SUDOERS_FILE ?= /etc/sudoers.d/banger
+TESTFLAGS ?=
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+BIN := build/bin
+
+.PHONY: all build test test-unit test-system install install-helper uninstall-helper fcfake clean vet fmt
+
+all: build
+
+build: ## static banger, bangerd and banger-agent into build/bin
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-agent ./cmd/banger-agent
+
+fcfake: ## the fake Firecracker used by the system tests
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/fcfake ./test/fcfake
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l cmd internal test)" || { gofmt -l cmd internal test; echo "gofmt needed"; exit 1; }
+
+# Every tier that can run on this machine: unit, privileged (root), system
+# (root + fcfake). Tests that need root or a tool skip with the reason.
+test: build fcfake vet
+	$(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
+	$(GO) test -count=1 -timeout 20m -tags system $(TESTFLAGS) ./test/...
+
+test-unit:
+	$(GO) test -count=1 ./internal/...
+
+test-system: build fcfake
+	$(GO) test -count=1 -timeout 20m -tags system -v ./test/...
+
+install: build ## binaries into $(PREFIX)/bin
+	install -d $(PREFIX)/bin
+	install -m 0755 $(BIN)/banger $(BIN)/bangerd $(BIN)/banger-agent $(PREFIX)/bin/
+
+# Root-owned helper copy for sudo, and the sudoers drop-in for the invoking
+# user (SUDO_USER, or HELPER_USER=name).
+install-helper: build
+	@user="$${HELPER_USER:-$${SUDO_USER:-}}"; \
+	if [ -z "$$user" ] || [ "$$user" = root ]; then echo "run as: sudo make install-helper (or set HELPER_USER=name)"; exit 2; fi; \
+	install -d -o root -g root -m 0755 $(HELPER_DIR); \
+	install -o root -g root -m 0755 $(BIN)/banger $(HELPER_DIR)/banger; \
+	tmp=$$(mktemp); \
+	echo "$$user ALL=(root) NOPASSWD: $(HELPER_DIR)/banger internal *" > $$tmp; \
+	visudo -cf $$tmp >/dev/null || { rm -f $$tmp; echo "sudoers rule failed validation"; exit 1; }; \
+	install -o root -g root -m 0440 $$tmp $(SUDOERS_FILE); rm -f $$tmp; \
+	echo "installed $(HELPER_DIR)/banger and $(SUDOERS_FILE) for $$user"
+
+uninstall-helper:
+	rm -f $(SUDOERS_FILE) $(HELPER_DIR)/banger
+
+clean:
+	rm -rf build

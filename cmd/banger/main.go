@@ -1,0 +1,19 @@
+// Command banger is the CLI for bangerd.
+package main
+
+import (
+	"os"
+
+	"banger/internal/cli"
+)
+
+// Set with -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
+
+func main() {
+	os.Exit(cli.Main(os.Args[1:], cli.BuildInfo{Version: version, Commit: commit, Date: date}))
+}

@@ -1,0 +1,187 @@
+// Package cli is the banger command line: cobra commands, one file per verb,
+// human tables and --json.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/client"
+	"banger/internal/config"
+)
+
+// BuildInfo identifies the binary.
+type BuildInfo struct {
+	Version string
+	Commit  string
+	Date    string
+}
+
+// Exit codes.
+const (
+	ExitOK        = 0
+	ExitFailed    = 1
+	ExitUsage     = 2
+	ExitNoDaemon  = 3
+	exitCodeUnset = -1
+)
+
+// exitError carries an exit code and a one-line message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: ExitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+func failf(format string, args ...any) error {
+	return &exitError{code: ExitFailed, msg: fmt.Sprintf(format, args...)}
+}
+
+// silentExit ends with a code after output was already printed.
+type silentExit struct{ code int }
+
+func (e *silentExit) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// app is the state shared by commands of one invocation.
+type app struct {
+	build  BuildInfo
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	loaded *config.Loaded
+	cl     *client.Client
+}
+
+// Main runs the CLI and returns the exit code.
+func Main(args []string, build BuildInfo) int {
+	a := &app{build: build, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	return a.run(context.Background(), args)
+}
+
+func (a *app) run(ctx context.Context, args []string) int {
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code, msg := classify(err)
+	if msg != "" {
+		fmt.Fprintf(a.stderr, "banger: %s\n", msg)
+	}
+	return code
+}
+
+// classify maps an error to an exit code and a one-line message.
+func classify(err error) (int, string) {
+	var se *silentExit
+	if errors.As(err, &se) {
+		return se.code, ""
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code, oneLine(ee.msg)
+	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return ExitUsage, oneLine(ce.Error())
+	}
+	var re *api.Error
+	if errors.As(err, &re) {
+		if re.Data.Kind == api.KindInvalid {
+			return ExitUsage, oneLine(re.Message)
+		}
+		return ExitFailed, oneLine(re.Message)
+	}
+	if errors.Is(err, client.ErrNoDaemon) {
+		return ExitFailed, oneLine(err.Error())
+	}
+	msg := err.Error()
+	// cobra's own flag and argument errors are usage errors.
+	for _, p := range []string{"unknown flag", "unknown shorthand flag", "unknown command", "invalid argument", "flag needs an argument", "accepts ", "requires at least", "required flag"} {
+		if strings.Contains(msg, p) {
+			return ExitUsage, oneLine(msg)
+		}
+	}
+	return ExitFailed, oneLine(msg)
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "banger",
+		Short:         "Firecracker microVMs as everyday development machines",
+		Long:          "banger runs Firecracker microVMs as development machines: `banger vm create dev && banger vm ssh dev`.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		CompletionOptions: cobra.CompletionOptions{
+			HiddenDefaultCmd: true,
+		},
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageErrorf("%v (see `%s --help`)", err, c.CommandPath())
+	})
+	root.AddCommand(
+		a.versionCmd(),
+		a.daemonCmd(),
+		a.configCmd(),
+		a.internalCmd(),
+	)
+	a.addVMCommands(root)
+	a.addImageCommands(root)
+	a.addDoctorCommand(root)
+	return root
+}
+
+// config loads the configuration once.
+func (a *app) config() (*config.Loaded, error) {
+	if a.loaded != nil {
+		return a.loaded, nil
+	}
+	paths, err := config.DefaultPaths(a.getenv)
+	if err != nil {
+		return nil, err
+	}
+	l, err := config.Load(paths, a.getenv)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range l.Warnings {
+		fmt.Fprintf(a.stderr, "banger: warning: %s\n", w)
+	}
+	a.loaded = l
+	return l, nil
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print version, commit and build date",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			fmt.Fprintf(a.stdout, "banger %s\ncommit: %s\nbuilt:  %s\n", a.build.Version, a.build.Commit, a.build.Date)
+			return nil
+		},
+	}
+}

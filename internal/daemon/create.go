@@ -1,0 +1,223 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/firecracker"
+	"banger/internal/network"
+	"banger/internal/storage"
+	"banger/internal/store"
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func validName(name string) error {
+	if !nameRE.MatchString(name) {
+		return invalidf("vm name %q is not a DNS label: use 1-63 lowercase letters, digits and inner hyphens", name)
+	}
+	return nil
+}
+
+// hostMemMiB reads MemTotal.
+func hostMemMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb int
+	if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err != nil {
+		return 0
+	}
+	return kb / 1024
+}
+
+func adjNoun() string {
+	adjs := []string{"brisk", "calm", "eager", "fuzzy", "gentle", "happy", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quick", "quiet", "rapid", "sunny", "tidy", "vivid", "witty", "zesty"}
+	nouns := []string{"otter", "falcon", "badger", "lynx", "heron", "panda", "koala", "gecko", "raven", "bison", "marten", "puffin", "walrus", "yak", "newt", "tapir", "ibis", "okapi", "quokka", "dingo"}
+	pick := func(n int) int {
+		v, err := rand.Int(rand.Reader, big.NewInt(int64(n)))
+		if err != nil {
+			return 0
+		}
+		return int(v.Int64())
+	}
+	return adjs[pick(len(adjs))] + "-" + nouns[pick(len(nouns))]
+}
+
+// createSpec is a validated vm.create request.
+type createSpec struct {
+	name      string
+	image     store.Image
+	vcpu      int
+	memMiB    int
+	diskBytes int64
+	workBytes int64
+	nat       bool
+	noStart   bool
+}
+
+func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (createSpec, error) {
+	s := createSpec{name: p.Name, nat: p.NAT, noStart: p.NoStart}
+	if s.name == "" {
+		for range 20 {
+			s.name = adjNoun()
+			if _, err := d.store.GetVMByName(ctx, s.name); errors.Is(err, store.ErrNotFound) {
+				break
+			}
+		}
+	}
+	if err := validName(s.name); err != nil {
+		return s, err
+	}
+	s.vcpu = d.cfg.DefaultVCPU
+	if p.VCPU != nil {
+		s.vcpu = *p.VCPU
+	}
+	if s.vcpu < 1 || s.vcpu > 32 {
+		return s, invalidf("vcpu %d is out of range; use 1 to 32", s.vcpu)
+	}
+	s.memMiB = d.cfg.DefaultMemoryMiB
+	if p.MemoryMiB != nil {
+		s.memMiB = *p.MemoryMiB
+	}
+	if s.memMiB < 128 {
+		return s, invalidf("memory %d MiB is too small; use at least 128", s.memMiB)
+	}
+	if host := hostMemMiB(); host > 0 && s.memMiB >= host {
+		return s, invalidf("memory %d MiB is not below this host's %d MiB", s.memMiB, host)
+	}
+	var err error
+	s.diskBytes = d.cfg.DefaultDiskSize
+	if p.DiskSize != "" {
+		if s.diskBytes, err = config.ParseSize(p.DiskSize); err != nil {
+			return s, invalidf("disk size %q: %v", p.DiskSize, err)
+		}
+	}
+	s.workBytes = d.cfg.DefaultWorkDiskSize
+	if p.WorkDiskSize != "" {
+		if s.workBytes, err = config.ParseSize(p.WorkDiskSize); err != nil {
+			return s, invalidf("work disk size %q: %v", p.WorkDiskSize, err)
+		}
+	}
+	imgName := p.Image
+	if imgName == "" {
+		imgName = d.cfg.DefaultImageName
+	}
+	s.image, err = d.store.GetImageByName(ctx, imgName)
+	if errors.Is(err, store.ErrNotFound) {
+		return s, invalidf("image %q does not exist; see `banger image list`, or build it with `banger image build debian`", imgName)
+	} else if err != nil {
+		return s, err
+	}
+	if s.image.SizeBytes > s.diskBytes {
+		return s, invalidf("disk size %s is smaller than image %s (%s); use --disk-size %s or more",
+			config.FormatSize(s.diskBytes), s.image.Name, config.FormatSize(s.image.SizeBytes), config.FormatSize(s.image.SizeBytes))
+	}
+	if _, err := d.store.GetVMByName(ctx, s.name); err == nil {
+		return s, withKind(ErrConflict, "a vm named %q already exists", s.name)
+	}
+	return s, nil
+}
+
+// alloc picks the lowest free guest address, CID and the MAC derived from
+// the address; the store calls it inside its create transaction.
+func (d *Daemon) alloc(used store.Used) (store.Allocation, error) {
+	ip, err := network.NextFree(d.cfg.CIDR, d.cfg.BridgeIP, used.IPs)
+	if err != nil {
+		return store.Allocation{}, withKind(ErrUnavailable, "no free guest address in %s: %v", d.cfg.CIDR, err)
+	}
+	cid := uint32(3)
+	for used.CIDs[cid] {
+		cid++
+	}
+	return store.Allocation{IP: ip, MAC: network.MACFor(ip), CID: cid}, nil
+}
+
+func (d *Daemon) disk(vm *store.VM, img store.Image) storage.Disk {
+	return storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImagePath: img.RootfsPath, DiskBytes: vm.DiskBytes, State: vm.Storage}
+}
+
+func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMCreateParams
+	if err := decodeParams(api.MethodVMCreate, raw, &p); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	spec, err := d.validateCreate(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if !spec.noStart {
+		if err := d.preflightStart(ctx); err != nil {
+			return nil, err
+		}
+	}
+	id := store.NewID()
+	unlock := d.locks.lock(id)
+	defer unlock()
+	vm := store.VM{
+		ID: id, Name: spec.name, ImageID: spec.image.ID, State: api.StateCreated,
+		VCPU: spec.vcpu, MemoryMiB: spec.memMiB, DiskBytes: spec.diskBytes, WorkDiskBytes: spec.workBytes,
+		NAT: spec.nat, Dir: filepath.Join(d.paths.VMsDir, id),
+	}
+	for _, sock := range []string{apiSock(&vm), vsockPath(&vm)} {
+		if err := firecracker.CheckSocketPath(sock); err != nil {
+			return nil, invalidf("%v", err)
+		}
+	}
+	rv := newReverter(d.log)
+	defer rv.fail()
+	if err := d.store.CreateVM(ctx, &vm, d.alloc); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, withKind(ErrConflict, "a vm named %q already exists", spec.name)
+		}
+		return nil, fmt.Errorf("recording vm %s: %w", spec.name, err)
+	}
+	rv.add("delete vm row", func(ctx context.Context) error { return d.store.DeleteVM(ctx, vm.ID) })
+	d.progress(&vm, t0, "allocate", fmt.Sprintf("ip %s, cid %d", vm.IP, vm.CID))
+	if err := os.MkdirAll(d.paths.VMsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", d.paths.VMsDir, err)
+	}
+	if err := os.Mkdir(vm.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating vm directory %s: %w", vm.Dir, err)
+	}
+	rv.add("remove vm dir", func(context.Context) error { return os.RemoveAll(vm.Dir) })
+	st, err := d.storage.CreateRoot(ctx, d.disk(&vm, spec.image))
+	if err != nil {
+		return nil, fmt.Errorf("creating root disk for vm %s: %w", vm.Name, err)
+	}
+	vm.Storage = st
+	rv.add("remove root disk", func(ctx context.Context) error { return d.storage.Remove(ctx, d.disk(&vm, spec.image)) })
+	if err := d.storage.CreateWorkDisk(ctx, spec.image.ID, spec.image.RootfsPath, workDisk(&vm), vm.WorkDiskBytes); err != nil {
+		return nil, fmt.Errorf("creating work disk for vm %s: %w", vm.Name, err)
+	}
+	vm.Storage.WorkDisk = workDisk(&vm)
+	if err := d.store.UpdateVM(ctx, &vm); err != nil {
+		return nil, fmt.Errorf("recording disks of vm %s: %w", vm.Name, err)
+	}
+	d.progress(&vm, t0, "storage", "root and work disks ready")
+	rv.success()
+	d.saveVM(ctx, &vm)
+	res := api.VMResult{}
+	if !spec.noStart {
+		health, notices, err := d.startLocked(ctx, &vm, t0)
+		if err != nil {
+			return nil, err
+		}
+		res.Health = health
+		res.Notices = notices
+	}
+	res.VM = d.toAPI(ctx, vm)
+	return res, nil
+}

@@ -1,0 +1,148 @@
+package daemon
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/storage"
+	"banger/internal/store"
+)
+
+// isExt4 checks the ext2/3/4 superblock magic (0xEF53 at byte 1080).
+func isExt4(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, 2)
+	if _, err := f.ReadAt(b, 1080); err != nil {
+		return fmt.Errorf("too small to hold an ext4 filesystem")
+	}
+	if binary.LittleEndian.Uint16(b) != 0xEF53 {
+		return fmt.Errorf("not an ext4 filesystem")
+	}
+	return nil
+}
+
+func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.ImageRegisterParams
+	if err := decodeParams(api.MethodImageRegister, raw, &p); err != nil {
+		return nil, err
+	}
+	if !nameRE.MatchString(p.Name) {
+		return nil, invalidf("image name %q: use lowercase letters, digits and inner hyphens", p.Name)
+	}
+	if p.ModulesDir != "" {
+		return nil, invalidf("--modules is not supported by image register yet; build the modules into the image")
+	}
+	if _, err := d.store.GetImageByName(ctx, p.Name); err == nil {
+		return nil, withKind(ErrConflict, "an image named %q already exists; delete it first or pick another name", p.Name)
+	}
+	if err := isExt4(p.RootfsPath); err != nil {
+		return nil, invalidf("rootfs %s: %v", p.RootfsPath, err)
+	}
+	for flag, path := range map[string]string{"kernel": p.KernelPath, "initrd": p.InitrdPath} {
+		if path == "" {
+			continue
+		}
+		if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+			return nil, invalidf("%s %s does not exist or is not a file", flag, path)
+		}
+	}
+	if p.InitrdPath != "" && p.KernelPath == "" {
+		return nil, invalidf("--initrd needs --kernel")
+	}
+	img := store.Image{ID: store.NewID(), Name: p.Name, Source: "registered", CreatedAt: time.Now()}
+	dir := filepath.Join(d.paths.ImagesDir, img.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	rv := newReverter(d.log)
+	defer rv.fail()
+	rv.add("remove image dir", func(context.Context) error { return os.RemoveAll(dir) })
+	copyIn := func(src, name string) (string, error) {
+		dst := filepath.Join(dir, name)
+		if err := storage.SparseCopy(ctx, src, dst); err != nil {
+			return "", fmt.Errorf("copying %s into %s: %w", src, dir, err)
+		}
+		return dst, nil
+	}
+	var err error
+	if img.RootfsPath, err = copyIn(p.RootfsPath, "rootfs.ext4"); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(img.RootfsPath); err == nil {
+		img.SizeBytes = fi.Size()
+	}
+	if p.KernelPath != "" {
+		if img.KernelPath, err = copyIn(p.KernelPath, "vmlinux"); err != nil {
+			return nil, err
+		}
+	}
+	if p.InitrdPath != "" {
+		if img.InitrdPath, err = copyIn(p.InitrdPath, "initrd.img"); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.store.CreateImage(ctx, &img); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, withKind(ErrConflict, "an image named %q already exists", p.Name)
+		}
+		return nil, err
+	}
+	rv.success()
+	d.log.Info("registered image", "image", img.Name, "id", img.ID, "size", img.SizeBytes)
+	return imageToAPI(img), nil
+}
+
+func imageToAPI(im store.Image) api.Image {
+	return api.Image{ID: im.ID, Name: im.Name, RootfsPath: im.RootfsPath, KernelPath: im.KernelPath, InitrdPath: im.InitrdPath,
+		ModulesDir: im.ModulesDir, SizeBytes: im.SizeBytes, PackagesHash: im.PackagesHash, CreatedAt: im.CreatedAt}
+}
+
+func (d *Daemon) rpcImageList(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := decodeParams(api.MethodImageList, raw, &struct{}{}); err != nil {
+		return nil, err
+	}
+	imgs, err := d.store.ListImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := api.ImageList{Images: []api.Image{}}
+	for _, im := range imgs {
+		out.Images = append(out.Images, imageToAPI(im))
+	}
+	return out, nil
+}
+
+func (d *Daemon) rpcImageDelete(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.ImageRef
+	if err := decodeParams(api.MethodImageDelete, raw, &p); err != nil {
+		return nil, err
+	}
+	img, err := d.store.GetImageByName(ctx, p.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, withKind(ErrNotFound, "no image named %q (see `banger image list`)", p.Name)
+	} else if err != nil {
+		return nil, err
+	}
+	if err := d.store.DeleteImage(ctx, img.ID); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(d.paths.ImagesDir, img.ID)
+	if strings.HasPrefix(img.RootfsPath, dir+"/") {
+		if err := os.RemoveAll(dir); err != nil {
+			d.log.Warn("removing image files", "image", img.Name, "err", err)
+		}
+	}
+	return map[string]string{"deleted": img.Name}, nil
+}

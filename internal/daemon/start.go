@@ -1,0 +1,274 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/firecracker"
+	"banger/internal/network"
+	"banger/internal/preflight"
+	"banger/internal/store"
+)
+
+const consoleMaxBytes = 8 << 20
+
+func (d *Daemon) preflightStart(ctx context.Context) error {
+	rs := preflight.Run(ctx, preflight.Env{Config: d.cfg, Paths: d.paths}, preflight.StartNames()...)
+	if err := preflight.FirstFailure(rs); err != nil {
+		return withKind(ErrUnavailable, "%v (or add it to ignore_preflight_errors)", err)
+	}
+	return nil
+}
+
+func (d *Daemon) rpcStart(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMRef
+	if err := decodeParams(api.MethodVMStart, raw, &p); err != nil {
+		return nil, err
+	}
+	vm, err := d.resolve(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	unlock := d.locks.lock(vm.ID)
+	defer unlock()
+	if vm, err = d.store.GetVM(ctx, vm.ID); err != nil {
+		return nil, err
+	}
+	res := api.VMResult{}
+	if vm.State == api.StateRunning {
+		res.Notices = []string{vm.Name + " is already running"}
+		res.VM = d.toAPI(ctx, vm)
+		return res, nil
+	}
+	if err := d.preflightStart(ctx); err != nil {
+		return nil, err
+	}
+	health, notices, err := d.startLocked(ctx, &vm, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	res.Health, res.Notices, res.VM = health, notices, d.toAPI(ctx, vm)
+	return res, nil
+}
+
+// kernelFor picks the image's own kernel, else the configured one.
+func (d *Daemon) kernelFor(img store.Image) (kernel, initrd string) {
+	if img.KernelPath != "" {
+		return img.KernelPath, img.InitrdPath
+	}
+	return d.cfg.KernelPath, d.cfg.InitrdPath
+}
+
+// startLocked boots a VM; the caller holds its lock. Host changes are
+// undone in reverse if a step fails. A VM that runs but whose agent never
+// answers stays running and is reported unhealthy.
+func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*api.Health, []string, error) {
+	img, err := d.store.GetImage(ctx, vm.ImageID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading image of vm %s: %w", vm.Name, err)
+	}
+	var notices []string
+	vm.State = api.StateStarting
+	vm.LastError = ""
+	vm.StopReason = ""
+	d.saveVM(ctx, vm)
+	rv := newReverter(d.log)
+	fail := func(stage string, err error) (*api.Health, []string, error) {
+		rv.fail()
+		vm.State = api.StateStopped
+		vm.PID = 0
+		vm.LastError = fmt.Sprintf("%s: %v", stage, err)
+		d.saveVM(context.WithoutCancel(ctx), vm)
+		return nil, nil, fmt.Errorf("starting vm %s: %s: %w", vm.Name, stage, err)
+	}
+
+	// Storage.
+	disk := d.disk(vm, img)
+	st, err := d.storage.Activate(ctx, disk)
+	vm.Storage = st
+	if err != nil {
+		return fail("root disk", err)
+	}
+	rv.add("deactivate root disk", func(ctx context.Context) error {
+		st, err := d.storage.Deactivate(ctx, d.disk(vm, img))
+		vm.Storage = st
+		return err
+	})
+	moved, err := d.storage.RepairNestedRoot(ctx, workDisk(vm))
+	if err != nil {
+		return fail("repairing nested /root on the work disk", err)
+	}
+	if len(moved) > 0 {
+		d.log.Info("flattened nested /root on work disk", "vm", vm.Name, "moved", strings.Join(moved, ", "))
+		notices = append(notices, fmt.Sprintf("repaired the work disk's nested /root layout (%d entries moved up)", len(moved)))
+	}
+	d.progress(vm, t0, "storage", "root disk "+vm.Storage.Driver)
+
+	// Network.
+	if err := d.ensureBridge(ctx); err != nil {
+		return fail("network", err)
+	}
+	if err := d.host.CreateTap(ctx, vm.Tap, d.cfg.BridgeName); err != nil {
+		return fail("network", fmt.Errorf("creating tap %s: %w", vm.Tap, err))
+	}
+	rv.add("delete tap", func(ctx context.Context) error { return d.host.DeleteTap(ctx, vm.Tap) })
+	if err := tapReady(vm.Tap, d.cfg.BridgeName); err != nil {
+		return fail("network", err)
+	}
+	if vm.NAT {
+		if err := d.ensureNAT(ctx); err != nil {
+			return fail("nat", err)
+		}
+		if err := d.host.NATAdd(ctx, vm.IP); err != nil {
+			return fail("nat", fmt.Errorf("adding %s to NAT: %w", vm.IP, err))
+		}
+		rv.add("remove nat", func(ctx context.Context) error { return d.host.NATRemove(ctx, vm.IP) })
+	}
+	d.progress(vm, t0, "network", "tap "+vm.Tap)
+
+	// Firecracker.
+	sock, vs := apiSock(vm), vsockPath(vm)
+	for _, p := range []string{sock, vs} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return fail("firecracker", fmt.Errorf("removing stale socket %s: %w", p, err))
+		}
+	}
+	proc, err := firecracker.Launch(ctx, firecracker.LaunchSpec{
+		Binary:      d.cfg.FirecrackerBin,
+		APISock:     sock,
+		ID:          "banger-" + vm.ID,
+		LogPath:     filepath.Join(vm.Dir, fileFCLog),
+		ConsolePath: filepath.Join(vm.Dir, fileConsole),
+	})
+	if err != nil {
+		return fail("firecracker", err)
+	}
+	pr := d.watchChild(vm.ID, proc)
+	rv.add("stop firecracker", func(ctx context.Context) error {
+		pr.expected.Store(true)
+		_ = proc.Kill()
+		d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second)
+		d.vms.forget(vm.ID, pr)
+		_ = os.Remove(vs)
+		return os.Remove(sock)
+	})
+	vm.PID = pr.pid
+	d.saveVM(ctx, vm)
+	fc := firecracker.NewClient(sock)
+	exited := func() (bool, string) {
+		select {
+		case <-pr.done:
+			return true, pr.status
+		default:
+			return false, ""
+		}
+	}
+	if err := firecracker.WaitReady(ctx, fc, 10*time.Second, exited); err != nil {
+		return fail("firecracker", err)
+	}
+	if err := d.configure(ctx, fc, vm, img); err != nil {
+		return fail("configuring firecracker", err)
+	}
+	if err := fc.InstanceStart(ctx); err != nil {
+		if done, why := exited(); done {
+			err = fmt.Errorf("%w (%s)", err, why)
+		}
+		return fail("InstanceStart", err)
+	}
+	d.progress(vm, t0, "firecracker", fmt.Sprintf("pid %d booting", pr.pid))
+	rv.success()
+	vm.State = api.StateRunning
+	vm.StartedAt = time.Now()
+	vm.LastUsedAt = vm.StartedAt
+	vm.Pending = nil
+	d.saveVM(ctx, vm)
+
+	// Agent health, then DNS.
+	h := d.waitHealthy(ctx, vm, pr)
+	if h.Healthy {
+		d.progress(vm, t0, "agent", fmt.Sprintf("healthy in %.1f ms", h.RTTMillis))
+	} else {
+		d.progress(vm, t0, "agent", "unhealthy: "+h.Reason)
+		d.log.Warn("vm running but unhealthy", "vm", vm.Name, "reason", h.Reason)
+	}
+	if d.net.records != nil {
+		d.net.records.Set(vm.Name, vm.IP)
+	}
+	d.progress(vm, t0, "dns", vm.Name+".vm")
+	return &h, notices, nil
+}
+
+func (d *Daemon) configure(ctx context.Context, fc *firecracker.Client, vm *store.VM, img store.Image) error {
+	kernel, initrd := d.kernelFor(img)
+	if err := fc.PutMachineConfig(ctx, firecracker.MachineConfig{VCPUCount: vm.VCPU, MemSizeMib: vm.MemoryMiB}); err != nil {
+		return err
+	}
+	ipArg := network.KernelIPArg(vm.IP, d.cfg.BridgeIP, d.cfg.CIDR, vm.Name, d.cfg.DefaultDNS)
+	if err := fc.PutBootSource(ctx, firecracker.BootSource{KernelImagePath: kernel, InitrdPath: initrd, BootArgs: firecracker.KernelCmdline(ipArg)}); err != nil {
+		return err
+	}
+	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "rootfs", PathOnHost: vm.Storage.RootDisk, IsRootDevice: true}); err != nil {
+		return err
+	}
+	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "work", PathOnHost: workDisk(vm)}); err != nil {
+		return err
+	}
+	if err := fc.PutNetworkInterface(ctx, firecracker.NetworkInterface{IfaceID: "eth0", HostDevName: vm.Tap, GuestMAC: vm.MAC}); err != nil {
+		return err
+	}
+	return fc.PutVsock(ctx, firecracker.Vsock{GuestCID: vm.CID, UDSPath: vsockPath(vm)})
+}
+
+// agentClient talks to the VM's guest agent over Firecracker's hybrid vsock.
+func agentClient(vm *store.VM) *agent.Client {
+	path := vsockPath(vm)
+	return agent.NewClient(func(ctx context.Context) (net.Conn, error) {
+		return firecracker.DialVsock(ctx, path, agent.DefaultPort)
+	})
+}
+
+// waitHealthy polls the agent until it answers or the boot deadline passes.
+func (d *Daemon) waitHealthy(ctx context.Context, vm *store.VM, pr *proc) api.Health {
+	deadline := time.Now().Add(d.cfg.BootDeadline)
+	cl := agentClient(vm)
+	var last error
+	for {
+		select {
+		case <-pr.done:
+			return api.Health{VM: vm.Name, State: api.StateStopped, Reason: "firecracker exited during boot: " + pr.status}
+		default:
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		hz, rtt, err := cl.Health(actx)
+		cancel()
+		if err == nil {
+			return api.Health{VM: vm.Name, Healthy: true, State: api.StateRunning, RTTMillis: float64(rtt.Microseconds()) / 1000,
+				UptimeS: hz.UptimeS, Version: hz.Version, Hostname: hz.Hostname}
+		}
+		last = err
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	reason := fmt.Sprintf("guest agent did not answer within %s", d.cfg.BootDeadline)
+	if last != nil {
+		reason += ": " + last.Error()
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		reason = "request cancelled while waiting for the guest agent"
+	}
+	return api.Health{VM: vm.Name, State: api.StateRunning, Reason: reason}
+}

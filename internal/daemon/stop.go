@@ -1,0 +1,275 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/api"
+	"banger/internal/firecracker"
+	"banger/internal/store"
+)
+
+// livePID finds the VM's Firecracker process, trusting the API socket over
+// the stored PID (which may be stale after a restart or a re-launch).
+func livePID(vm *store.VM) int {
+	sock := apiSock(vm)
+	if pid, err := firecracker.FindByAPISocket(sock); err == nil && pid > 0 {
+		return pid
+	}
+	if vm.PID > 0 && firecracker.Alive(vm.PID, sock) {
+		return vm.PID
+	}
+	return 0
+}
+
+// stopLocked stops a VM gracefully, falling through to a forced stop after
+// stop_grace. The caller holds the VM's lock.
+func (d *Daemon) stopLocked(ctx context.Context, vm *store.VM, reason string) error {
+	pid := livePID(vm)
+	if pid == 0 && (vm.State == api.StateStopped || vm.State == api.StateCreated) {
+		return d.finishStop(ctx, vm, vm.StopReason)
+	}
+	vm.State = api.StateStopping
+	d.saveVM(ctx, vm)
+	if pid > 0 {
+		if pr := d.vms.get(vm.ID); pr != nil {
+			pr.expected.Store(true)
+		}
+		graceful := true
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := firecracker.NewClient(apiSock(vm)).SendCtrlAltDel(cctx)
+		cancel()
+		if err != nil {
+			graceful = false
+			d.log.Warn("graceful stop unavailable; forcing", "vm", vm.Name, "pid", pid, "stage", "send-ctrl-alt-del", "err", err)
+		}
+		if !graceful || !d.waitGone(ctx, vm.ID, pid, d.cfg.StopGrace) {
+			if graceful {
+				d.log.Warn("graceful stop timed out; forcing", "vm", vm.Name, "pid", pid, "stage", "wait-for-guest-shutdown", "waited", d.cfg.StopGrace.String())
+			}
+			if err := d.killWait(ctx, vm, pid, syscall.SIGKILL); err != nil {
+				return d.stopFailed(ctx, vm, err)
+			}
+		}
+	}
+	return d.finishStop(ctx, vm, reason)
+}
+
+// killWait sends sig and waits for the process to be gone.
+func (d *Daemon) killWait(ctx context.Context, vm *store.VM, pid int, sig syscall.Signal) error {
+	if pr := d.vms.get(vm.ID); pr != nil {
+		pr.expected.Store(true)
+	}
+	if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signalling firecracker pid %d: %w", pid, err)
+	}
+	if d.waitGone(ctx, vm.ID, pid, 10*time.Second) {
+		return nil
+	}
+	if sig != syscall.SIGKILL {
+		d.log.Warn("process survived signal; sending SIGKILL", "vm", vm.Name, "pid", pid, "signal", sig.String())
+		_ = unix.Kill(pid, syscall.SIGKILL)
+		if d.waitGone(ctx, vm.ID, pid, 10*time.Second) {
+			return nil
+		}
+	}
+	return fmt.Errorf("firecracker pid %d did not exit after %s", pid, sig)
+}
+
+func (d *Daemon) stopFailed(ctx context.Context, vm *store.VM, err error) error {
+	vm.State = api.StateError
+	vm.LastError = err.Error()
+	d.saveVM(context.WithoutCancel(ctx), vm)
+	return fmt.Errorf("stopping vm %s: %w", vm.Name, err)
+}
+
+func (d *Daemon) finishStop(ctx context.Context, vm *store.VM, reason string) error {
+	if err := d.teardown(ctx, vm); err != nil {
+		return d.stopFailed(ctx, vm, err)
+	}
+	if vm.State != api.StateCreated || vm.PID != 0 {
+		vm.State = api.StateStopped
+	}
+	vm.PID = 0
+	vm.StopReason = reason
+	d.saveVM(ctx, vm)
+	return nil
+}
+
+// teardown releases the VM's host resources. Every step is idempotent and
+// independent of tap metadata, so it is safe on a VM in any state.
+func (d *Daemon) teardown(ctx context.Context, vm *store.VM) error {
+	if d.net.records != nil {
+		d.net.records.Remove(vm.Name)
+	}
+	var errs []string
+	if err := d.host.NATRemove(ctx, vm.IP); err != nil {
+		d.log.Warn("removing nat entry", "vm", vm.Name, "ip", vm.IP.String(), "err", err)
+	}
+	if err := d.host.DeleteTap(ctx, vm.Tap); err != nil {
+		errs = append(errs, fmt.Sprintf("deleting tap %s: %v", vm.Tap, err))
+	}
+	img, err := d.store.GetImage(ctx, vm.ImageID)
+	if err == nil {
+		st, err := d.storage.Deactivate(ctx, d.disk(vm, img))
+		vm.Storage = st
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("releasing root disk: %v", err))
+		}
+	}
+	for _, p := range []string{apiSock(vm), vsockPath(vm)} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err.Error())
+		}
+	}
+	if matches, _ := filepath.Glob(vsockPath(vm) + "_*"); len(matches) > 0 {
+		for _, m := range matches {
+			_ = os.Remove(m)
+		}
+	}
+	d.vms.forget(vm.ID, nil)
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (d *Daemon) lockedVM(ctx context.Context, ref string) (store.VM, func(), error) {
+	vm, err := d.resolve(ctx, ref)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	unlock := d.locks.lock(vm.ID)
+	vm, err = d.store.GetVM(ctx, vm.ID)
+	if err != nil {
+		unlock()
+		return store.VM{}, nil, err
+	}
+	return vm, unlock, nil
+}
+
+func (d *Daemon) rpcStop(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMStopParams
+	if err := decodeParams(api.MethodVMStop, raw, &p); err != nil {
+		return nil, err
+	}
+	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	res := api.VMResult{}
+	if vm.State == api.StateStopped || vm.State == api.StateCreated {
+		res.Notices = append(res.Notices, vm.Name+" was not running")
+	}
+	if err := d.stopLocked(ctx, &vm, "stopped by user"); err != nil {
+		return nil, err
+	}
+	res.VM = d.toAPI(ctx, vm)
+	return res, nil
+}
+
+func (d *Daemon) rpcRestart(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMRef
+	if err := decodeParams(api.MethodVMRestart, raw, &p); err != nil {
+		return nil, err
+	}
+	if err := d.preflightStart(ctx); err != nil {
+		return nil, err
+	}
+	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	t0 := time.Now()
+	if err := d.stopLocked(ctx, &vm, "restarting"); err != nil {
+		return nil, err
+	}
+	h, notices, err := d.startLocked(ctx, &vm, t0)
+	if err != nil {
+		return nil, err
+	}
+	return api.VMResult{VM: d.toAPI(ctx, vm), Health: h, Notices: notices}, nil
+}
+
+func parseSignal(s string) (syscall.Signal, error) {
+	if s == "" {
+		return syscall.SIGKILL, nil
+	}
+	name := strings.ToUpper(strings.TrimPrefix(strings.ToUpper(s), "SIG"))
+	if sig := unix.SignalNum("SIG" + name); sig != 0 {
+		return sig, nil
+	}
+	return 0, invalidf("unknown signal %q; use a name like KILL, TERM or INT", s)
+}
+
+func (d *Daemon) rpcKill(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMKillParams
+	if err := decodeParams(api.MethodVMKill, raw, &p); err != nil {
+		return nil, err
+	}
+	sig, err := parseSignal(p.Signal)
+	if err != nil {
+		return nil, err
+	}
+	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	res := api.VMResult{}
+	pid := livePID(&vm)
+	if pid == 0 {
+		res.Notices = append(res.Notices, vm.Name+" had no running process")
+	} else if err := d.killWait(ctx, &vm, pid, sig); err != nil {
+		return nil, d.stopFailed(ctx, &vm, err)
+	}
+	reason := vm.StopReason
+	if pid > 0 {
+		reason = "killed with " + unix.SignalName(sig)
+	}
+	if err := d.finishStop(ctx, &vm, reason); err != nil {
+		return nil, err
+	}
+	res.VM = d.toAPI(ctx, vm)
+	return res, nil
+}
+
+func (d *Daemon) rpcDelete(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMRef
+	if err := decodeParams(api.MethodVMDelete, raw, &p); err != nil {
+		return nil, err
+	}
+	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := d.stopLocked(ctx, &vm, "deleting"); err != nil {
+		return nil, err
+	}
+	if img, err := d.store.GetImage(ctx, vm.ImageID); err == nil {
+		if err := d.storage.Remove(ctx, d.disk(&vm, img)); err != nil {
+			return nil, fmt.Errorf("removing disks of vm %s: %w", vm.Name, err)
+		}
+	}
+	if err := os.RemoveAll(vm.Dir); err != nil {
+		return nil, fmt.Errorf("removing %s: %w", vm.Dir, err)
+	}
+	if err := d.store.DeleteVM(ctx, vm.ID); err != nil {
+		return nil, fmt.Errorf("forgetting vm %s: %w", vm.Name, err)
+	}
+	a := d.toAPI(ctx, vm)
+	d.events.publish(api.Event{Kind: api.EventVMDeleted, Time: time.Now(), VM: &a, VMID: vm.ID})
+	return api.VMResult{VM: a}, nil
+}

@@ -1,0 +1,188 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/store"
+)
+
+func (d *Daemon) methods() map[string]handler {
+	return map[string]handler{
+		api.MethodDaemonStatus:  d.status,
+		api.MethodDaemonStop:    d.stopDaemon,
+		api.MethodVMCreate:      d.rpcCreate,
+		api.MethodVMStart:       d.rpcStart,
+		api.MethodVMStop:        d.rpcStop,
+		api.MethodVMRestart:     d.rpcRestart,
+		api.MethodVMKill:        d.rpcKill,
+		api.MethodVMDelete:      d.rpcDelete,
+		api.MethodVMSet:         d.rpcSet,
+		api.MethodVMList:        d.rpcList,
+		api.MethodVMGet:         d.rpcGet,
+		api.MethodVMHealth:      d.rpcHealth,
+		api.MethodVMStats:       d.rpcStats,
+		api.MethodVMTouch:       d.rpcTouch,
+		api.MethodImageRegister: d.rpcImageRegister,
+		api.MethodImageList:     d.rpcImageList,
+		api.MethodImageDelete:   d.rpcImageDelete,
+	}
+}
+
+// Per-VM file names inside the VM directory. Kept short: socket paths must
+// fit in 107 bytes.
+const (
+	fileAPISock  = "fc.sock"
+	fileVsock    = "v.sock"
+	fileConsole  = "console.log"
+	fileFCLog    = "firecracker.log"
+	fileRootCopy = "rootfs.ext4"
+	fileWorkDisk = "work.ext4"
+)
+
+func apiSock(vm *store.VM) string   { return filepath.Join(vm.Dir, fileAPISock) }
+func vsockPath(vm *store.VM) string { return filepath.Join(vm.Dir, fileVsock) }
+func workDisk(vm *store.VM) string  { return filepath.Join(vm.Dir, fileWorkDisk) }
+
+// resolve finds a VM by exact name, exact ID, then unique ID prefix.
+func (d *Daemon) resolve(ctx context.Context, ref string) (store.VM, error) {
+	if ref == "" {
+		return store.VM{}, invalidf("vm reference is empty")
+	}
+	if vm, err := d.store.GetVMByName(ctx, ref); err == nil {
+		return vm, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return store.VM{}, err
+	}
+	if vm, err := d.store.GetVM(ctx, ref); err == nil {
+		return vm, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return store.VM{}, err
+	}
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		return store.VM{}, err
+	}
+	var match []store.VM
+	for _, v := range vms {
+		if strings.HasPrefix(v.ID, ref) {
+			match = append(match, v)
+		}
+	}
+	switch len(match) {
+	case 1:
+		return match[0], nil
+	case 0:
+		return store.VM{}, withKind(ErrNotFound, "no vm named %q", ref)
+	}
+	return store.VM{}, withKind(ErrInvalid, "vm reference %q is ambiguous", ref)
+}
+
+func (d *Daemon) toAPI(ctx context.Context, vm store.VM) api.VM {
+	names := map[string]string{}
+	if img, err := d.store.GetImage(ctx, vm.ImageID); err == nil {
+		names[img.ID] = img.Name
+	}
+	return d.toAPIWith(vm, names)
+}
+
+// saveVM writes the VM and publishes its new state.
+func (d *Daemon) saveVM(ctx context.Context, vm *store.VM) {
+	if err := d.store.UpdateVM(ctx, vm); err != nil {
+		d.log.Error("saving vm", "vm", vm.Name, "err", err)
+		return
+	}
+	a := d.toAPI(ctx, *vm)
+	d.events.publish(api.Event{Kind: api.EventVMState, Time: time.Now(), VM: &a, VMID: vm.ID})
+}
+
+func (d *Daemon) progress(vm *store.VM, start time.Time, stage, msg string) {
+	a := api.VM{ID: vm.ID, Name: vm.Name, State: vm.State}
+	d.events.publish(api.Event{Kind: api.EventVMProgress, Time: time.Now(), VM: &a, VMID: vm.ID,
+		Stage: stage, Message: msg, Elapsed: time.Since(start).Seconds()})
+}
+
+func (d *Daemon) rpcList(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := decodeParams(api.MethodVMList, raw, &struct{}{}); err != nil {
+		return nil, err
+	}
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := api.VMList{VMs: make([]api.VM, 0, len(vms))}
+	names := d.imageNames(ctx)
+	for _, v := range vms {
+		a := d.toAPIWith(v, names)
+		out.VMs = append(out.VMs, a)
+	}
+	return out, nil
+}
+
+func (d *Daemon) imageNames(ctx context.Context) map[string]string {
+	m := map[string]string{}
+	imgs, err := d.store.ListImages(ctx)
+	if err != nil {
+		return m
+	}
+	for _, im := range imgs {
+		m[im.ID] = im.Name
+	}
+	return m
+}
+
+func (d *Daemon) toAPIWith(v store.VM, names map[string]string) api.VM {
+	vm := v
+	out := api.VM{
+		ID: vm.ID, Name: vm.Name, State: vm.State, LastError: vm.LastError, StopReason: vm.StopReason,
+		Image: names[vm.ImageID], VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
+		WorkDiskBytes: vm.WorkDiskBytes, NAT: vm.NAT, IP: vm.IP.String(), MAC: vm.MAC, Tap: vm.Tap,
+		CID: vm.CID, PID: vm.PID, Dir: vm.Dir, APISocket: apiSock(&vm), VsockPath: vsockPath(&vm),
+		RootDisk: vm.Storage.RootDisk, WorkDisk: workDisk(&vm), StorageDriver: vm.Storage.Driver,
+		DNSName: vm.Name + ".vm", CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt, LastUsedAt: vm.LastUsedAt,
+		PendingChanges: vm.Pending,
+	}
+	if out.Image == "" {
+		out.Image = vm.ImageID
+	}
+	return out
+}
+
+func (d *Daemon) rpcGet(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMRef
+	if err := decodeParams(api.MethodVMGet, raw, &p); err != nil {
+		return nil, err
+	}
+	vm, err := d.resolve(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	return d.toAPI(ctx, vm), nil
+}
+
+func (d *Daemon) rpcTouch(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p api.VMRef
+	if err := decodeParams(api.MethodVMTouch, raw, &p); err != nil {
+		return nil, err
+	}
+	vm, err := d.resolve(ctx, p.Ref)
+	if err != nil {
+		return nil, err
+	}
+	unlock := d.locks.lock(vm.ID)
+	defer unlock()
+	vm, err = d.store.GetVM(ctx, vm.ID)
+	if err != nil {
+		return nil, err
+	}
+	vm.LastUsedAt = time.Now()
+	if err := d.store.UpdateVM(ctx, &vm); err != nil {
+		return nil, err
+	}
+	return d.toAPI(ctx, vm), nil
+}

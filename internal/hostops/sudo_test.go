@@ -1,0 +1,153 @@
+package hostops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSudoSeam installs the helper with `make install-helper` for a
+// throwaway unprivileged user and runs the client side of the seam as that
+// user through real sudo.
+func TestSudoSeam(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a test user and a sudoers drop-in")
+	}
+	for _, tool := range []string{"sudo", "useradd", "userdel", "runuser", "visudo", "make"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (CI installs it)", tool)
+		}
+	}
+	modRoot := moduleRoot(t)
+	suffix := fmt.Sprintf("%d", time.Now().UnixNano()%1000000)
+	user := "bgt" + suffix
+	base, err := os.MkdirTemp("/tmp", "bangersudo-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	home := filepath.Join(base, "home")
+	if out, err := exec.Command("useradd", "-m", "-d", home, "-s", "/bin/sh", user).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", "-r", user).Run() })
+	helperDir := filepath.Join(base, "libexec")
+	sudoers := "/etc/sudoers.d/banger-test-" + suffix
+	t.Cleanup(func() { os.Remove(sudoers) })
+	mk := exec.Command("make", "-s", "-C", modRoot, "install-helper", "HELPER_DIR="+helperDir, "SUDOERS_FILE="+sudoers, "HELPER_USER="+user)
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("make install-helper: %v: %s", err, out)
+	}
+	rule, err := os.ReadFile(sudoers)
+	if err != nil || !strings.Contains(string(rule), user+" ALL=(root) NOPASSWD: "+helperDir+"/banger internal *") {
+		t.Fatalf("sudoers drop-in: %q %v", rule, err)
+	}
+	// Run this test binary's client half as the unprivileged user.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "hostops.test")
+	copyFile(t, self, bin, 0o755)
+	cmd := exec.Command("runuser", "-u", user, "--", "env", "HOME="+home, "BANGER_SUDO_CLIENT="+helperDir+"/banger",
+		bin, "-test.run=^TestSudoClientHalf$", "-test.v", "-test.count=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("client half:\n%s", out)
+	if err != nil {
+		t.Fatalf("client half as %s failed: %v", user, err)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestSudoClientHalf") {
+		t.Fatal("client half did not run")
+	}
+	fi, err := os.Stat(filepath.Join(home, ".local", "state", "banger", "vms"))
+	if err != nil {
+		t.Fatalf("helper did not create the state dir: %v", err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir mode %v, want 0700", fi.Mode().Perm())
+	}
+}
+
+// TestSudoClientHalf runs only when TestSudoSeam starts it as the test user.
+func TestSudoClientHalf(t *testing.T) {
+	helper := os.Getenv("BANGER_SUDO_CLIENT")
+	if helper == "" {
+		t.Skip("runs only as the unprivileged half of TestSudoSeam")
+	}
+	if os.Geteuid() == 0 {
+		t.Fatal("client half must not run as root")
+	}
+	home := os.Getenv("HOME")
+	cl := New(Options{HelperPath: helper})
+	if cl.Mode() != "sudo" {
+		t.Fatalf("mode %s, want sudo", cl.Mode())
+	}
+	ctx := context.Background()
+	state := filepath.Join(home, ".local", "state", "banger", "vms")
+	if err := cl.EnsureStateDirs(ctx, state); err != nil {
+		t.Fatalf("allowed op through sudo: %v", err)
+	}
+	if err := cl.EnsureStateDirs(ctx, "/etc/banger-evil"); !errors.Is(err, ErrRefused) {
+		t.Fatalf("path outside the state dir: %v, want ErrRefused", err)
+	}
+	if _, err := os.Stat("/etc/banger-evil"); err == nil {
+		t.Fatal("refused op created /etc/banger-evil")
+	}
+	if err := cl.call(ctx, "delete-tap", map[string]string{"name": "eth0"}, nil); !errors.Is(err, ErrRefused) {
+		t.Fatalf("foreign interface through sudo: %v, want ErrRefused", err)
+	}
+	// A helper the sudoers rule does not name fails with the drop-in hint.
+	bad := New(Options{HelperPath: "/usr/bin/true"})
+	err := bad.EnsureStateDirs(ctx, state)
+	if err == nil || !strings.Contains(err.Error(), SudoersPath) {
+		t.Fatalf("unlisted helper: %v, want an error naming %s", err, SudoersPath)
+	}
+	// The raw reply of a refusal is JSON with refused=true.
+	raw, _ := json.Marshal(StateDirsArgs{Dirs: []string{"/etc/x"}})
+	c := exec.Command("sudo", "-n", helper, "internal", "ensure-state-dirs")
+	c.Stdin = strings.NewReader(string(raw))
+	out, _ := c.Output()
+	var r reply
+	if err := json.Unmarshal(out, &r); err != nil || !r.Refuse {
+		t.Fatalf("raw reply %q: %v", out, err)
+	}
+}
+
+func moduleRoot(t *testing.T) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dst, mode)
+}
