@@ -1,4 +1,276 @@
 package hostops
 
-// addNetOps registers the network operations (bridge, taps, NAT).
-func addNetOps(m map[string]opFunc) {}
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"banger/internal/network"
+)
+
+// BridgePrefix starts every bridge name a privileged op accepts.
+const BridgePrefix = "banger"
+
+var tapNameRE = regexp.MustCompile(`^bgt-[a-z0-9]{1,11}$`)
+
+// BridgeArgs names a bridge and, for ensure-bridge, its address and subnet.
+type BridgeArgs struct {
+	Name   string `json:"name"`
+	IP     string `json:"ip,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// TapArgs names a tap and, for create-tap, its bridge. The owner is always
+// the calling user.
+type TapArgs struct {
+	Name   string `json:"name"`
+	Bridge string `json:"bridge,omitempty"`
+}
+
+// NATArgs configures the NAT table for a bridge and subnet.
+type NATArgs struct {
+	Bridge string `json:"bridge"`
+	Prefix string `json:"prefix"`
+}
+
+// NATAddrArgs names one guest address.
+type NATAddrArgs struct {
+	Addr string `json:"addr"`
+}
+
+// EnsureBridgeResult says whether the bridge had to be created.
+type EnsureBridgeResult struct {
+	Created bool `json:"created"`
+}
+
+// NATEnsureResult says whether IPv4 forwarding had to be turned on.
+type NATEnsureResult struct {
+	ForwardEnabled bool `json:"forward_enabled"`
+}
+
+func addNetOps(m map[string]opFunc) {
+	m["ensure-bridge"] = opEnsureBridge
+	m["delete-bridge"] = opDeleteBridge
+	m["create-tap"] = opCreateTap
+	m["delete-tap"] = opDeleteTap
+	m["nat-ensure"] = opNATEnsure
+	m["nat-add"] = opNATAdd
+	m["nat-remove"] = opNATRemove
+	m["nat-teardown"] = opNATTeardown
+}
+
+// EnsureBridge makes the bridge exist with ip/prefixlen on it and up,
+// refusing a subnet that collides with the host's addresses or routes. It
+// reports whether the bridge was created.
+func (c *Client) EnsureBridge(ctx context.Context, name string, ip netip.Addr, prefix netip.Prefix) (bool, error) {
+	var res EnsureBridgeResult
+	err := c.call(ctx, "ensure-bridge", BridgeArgs{Name: name, IP: ip.String(), Prefix: prefix.String()}, &res)
+	return res.Created, err
+}
+
+// DeleteBridge removes the bridge; a missing bridge is fine.
+func (c *Client) DeleteBridge(ctx context.Context, name string) error {
+	return c.call(ctx, "delete-bridge", BridgeArgs{Name: name}, nil)
+}
+
+// CreateTap creates the tap owned by the calling user, enslaved to bridge
+// and up.
+func (c *Client) CreateTap(ctx context.Context, name, bridge string) error {
+	return c.call(ctx, "create-tap", TapArgs{Name: name, Bridge: bridge}, nil)
+}
+
+// DeleteTap removes banger's tap; a missing tap is fine.
+func (c *Client) DeleteTap(ctx context.Context, name string) error {
+	return c.call(ctx, "delete-tap", TapArgs{Name: name}, nil)
+}
+
+// NATEnsure installs banger's NAT table and enables IPv4 forwarding,
+// reporting whether forwarding had to be turned on (log it).
+func (c *Client) NATEnsure(ctx context.Context, bridge string, prefix netip.Prefix) (forwardEnabled bool, err error) {
+	var res NATEnsureResult
+	err = c.call(ctx, "nat-ensure", NATArgs{Bridge: bridge, Prefix: prefix.String()}, &res)
+	return res.ForwardEnabled, err
+}
+
+// NATAdd enables NAT for a guest address.
+func (c *Client) NATAdd(ctx context.Context, addr netip.Addr) error {
+	return c.call(ctx, "nat-add", NATAddrArgs{Addr: addr.String()}, nil)
+}
+
+// NATRemove disables NAT for a guest address; one that is not NATed is fine.
+func (c *Client) NATRemove(ctx context.Context, addr netip.Addr) error {
+	return c.call(ctx, "nat-remove", NATAddrArgs{Addr: addr.String()}, nil)
+}
+
+// NATTeardown removes banger's NAT table; a missing table is fine.
+func (c *Client) NATTeardown(ctx context.Context) error {
+	return c.call(ctx, "nat-teardown", struct{}{}, nil)
+}
+
+func checkBridgeName(name string) error {
+	if !strings.HasPrefix(name, BridgePrefix) {
+		return fmt.Errorf("%w: bridge %q is not banger's: bridge names must start with %q", ErrRefused, name, BridgePrefix)
+	}
+	if err := network.ValidateIfName(name); err != nil {
+		return fmt.Errorf("%w: bridge: %v", ErrRefused, err)
+	}
+	return nil
+}
+
+func checkTapName(name string) error {
+	if !tapNameRE.MatchString(name) {
+		return fmt.Errorf("%w: tap %q is not banger's: tap names must match %s", ErrRefused, name, tapNameRE)
+	}
+	return nil
+}
+
+func parseAddr4(what, s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("%w: %s %q is not an IPv4 address", ErrRefused, what, s)
+	}
+	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return netip.Addr{}, fmt.Errorf("%w: %s %s is not a unicast host address", ErrRefused, what, a)
+	}
+	return a, nil
+}
+
+func parsePrefix4(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%w: prefix %q is not a CIDR prefix", ErrRefused, s)
+	}
+	if err := network.CheckPrefix(p); err != nil {
+		return netip.Prefix{}, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return p, nil
+}
+
+func opEnsureBridge(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a BridgeArgs
+	if err := decode("ensure-bridge", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkBridgeName(a.Name); err != nil {
+		return nil, err
+	}
+	ip, err := parseAddr4("bridge address", a.IP)
+	if err != nil {
+		return nil, err
+	}
+	prefix, err := parsePrefix4(a.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	p := prefix.Masked()
+	if !p.Contains(ip) || ip == p.Addr() || ip == network.Broadcast(p) {
+		return nil, fmt.Errorf("%w: bridge address %s is not a host address of %s", ErrRefused, ip, p)
+	}
+	if err := network.CheckCIDR(p, a.Name); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	created, err := network.EnsureBridge(a.Name, ip, p)
+	if err != nil {
+		return nil, err
+	}
+	return EnsureBridgeResult{Created: created}, nil
+}
+
+func opDeleteBridge(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a BridgeArgs
+	if err := decode("delete-bridge", raw, &a); err != nil {
+		return nil, err
+	}
+	if a.IP != "" || a.Prefix != "" {
+		return nil, fmt.Errorf("%w: delete-bridge takes only a name", ErrRefused)
+	}
+	if err := checkBridgeName(a.Name); err != nil {
+		return nil, err
+	}
+	return nil, network.DeleteBridge(a.Name)
+}
+
+func opCreateTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a TapArgs
+	if err := decode("create-tap", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkTapName(a.Name); err != nil {
+		return nil, err
+	}
+	if err := checkBridgeName(a.Bridge); err != nil {
+		return nil, err
+	}
+	if c.UID < 0 || c.GID < 0 {
+		return nil, fmt.Errorf("%w: bad caller %d:%d", ErrRefused, c.UID, c.GID)
+	}
+	return nil, network.CreateTap(a.Name, a.Bridge, c.UID, c.GID)
+}
+
+func opDeleteTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a TapArgs
+	if err := decode("delete-tap", raw, &a); err != nil {
+		return nil, err
+	}
+	if a.Bridge != "" {
+		return nil, fmt.Errorf("%w: delete-tap takes only a name", ErrRefused)
+	}
+	if err := checkTapName(a.Name); err != nil {
+		return nil, err
+	}
+	return nil, network.DeleteTap(a.Name)
+}
+
+func opNATEnsure(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a NATArgs
+	if err := decode("nat-ensure", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkBridgeName(a.Bridge); err != nil {
+		return nil, err
+	}
+	prefix, err := parsePrefix4(a.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	changed, err := network.NATEnsure(a.Bridge, prefix.Masked())
+	if err != nil {
+		return nil, err
+	}
+	return NATEnsureResult{ForwardEnabled: changed}, nil
+}
+
+func opNATAdd(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a NATAddrArgs
+	if err := decode("nat-add", raw, &a); err != nil {
+		return nil, err
+	}
+	addr, err := parseAddr4("guest address", a.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return nil, network.NATAdd(addr)
+}
+
+func opNATRemove(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a NATAddrArgs
+	if err := decode("nat-remove", raw, &a); err != nil {
+		return nil, err
+	}
+	addr, err := parseAddr4("guest address", a.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return nil, network.NATRemove(addr)
+}
+
+func opNATTeardown(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a struct{}
+	if err := decode("nat-teardown", raw, &a); err != nil {
+		return nil, err
+	}
+	return nil, network.NATTeardown()
+}

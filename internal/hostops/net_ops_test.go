@@ -1,0 +1,309 @@
+package hostops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"banger/internal/network"
+)
+
+func TestNetOpsRefuseBadArguments(t *testing.T) {
+	caller := Caller{UID: 1000, GID: 1000}
+	tests := []struct {
+		name, op, args, want string
+	}{
+		{"tap eth0", "create-tap", `{"name":"eth0","bridge":"banger0"}`, "tap \"eth0\" is not banger's"},
+		{"tap uppercase", "create-tap", `{"name":"bgt-ABC","bridge":"banger0"}`, "is not banger's"},
+		{"tap too long", "create-tap", `{"name":"bgt-0123456789ab","bridge":"banger0"}`, "is not banger's"},
+		{"tap bare prefix", "delete-tap", `{"name":"bgt-"}`, "is not banger's"},
+		{"tap on docker0", "create-tap", `{"name":"bgt-abc","bridge":"docker0"}`, "bridge \"docker0\" is not banger's"},
+		{"owner from args", "create-tap", `{"name":"bgt-abc","bridge":"banger0","uid":0}`, "unknown field"},
+		{"delete-tap with bridge", "delete-tap", `{"name":"bgt-abc","bridge":"banger0"}`, "only a name"},
+		{"bridge docker0", "ensure-bridge", `{"name":"docker0","ip":"172.16.0.1","prefix":"172.16.0.0/24"}`, "is not banger's"},
+		{"bridge too long", "ensure-bridge", `{"name":"banger0123456789","ip":"172.16.0.1","prefix":"172.16.0.0/24"}`, "at most 15"},
+		{"bridge slash", "ensure-bridge", `{"name":"banger/0","ip":"172.16.0.1","prefix":"172.16.0.0/24"}`, "contains"},
+		{"bridge ipv6", "ensure-bridge", `{"name":"banger0","ip":"fd00::1","prefix":"172.16.0.0/24"}`, "not an IPv4 address"},
+		{"bridge ip outside", "ensure-bridge", `{"name":"banger0","ip":"172.16.1.1","prefix":"172.16.0.0/24"}`, "not a host address"},
+		{"bridge ip network", "ensure-bridge", `{"name":"banger0","ip":"172.16.0.0","prefix":"172.16.0.0/24"}`, "not a host address"},
+		{"prefix too small", "ensure-bridge", `{"name":"banger0","ip":"172.16.0.1","prefix":"172.16.0.0/31"}`, "too small"},
+		{"prefix garbage", "nat-ensure", `{"bridge":"banger0","prefix":"nope"}`, "not a CIDR prefix"},
+		{"delete docker0", "delete-bridge", `{"name":"docker0"}`, "is not banger's"},
+		{"nat on docker0", "nat-ensure", `{"bridge":"docker0","prefix":"172.16.0.0/24"}`, "is not banger's"},
+		{"nat-add ipv6", "nat-add", `{"addr":"::1"}`, "not an IPv4 address"},
+		{"nat-add loopback", "nat-add", `{"addr":"127.0.0.1"}`, "not a unicast host address"},
+		{"nat-remove empty", "nat-remove", `{"addr":""}`, "not an IPv4 address"},
+		{"nat-teardown args", "nat-teardown", `{"table":"filter"}`, "unknown field"},
+		{"not json", "nat-add", `nat please`, "bad arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := dispatch(context.Background(), caller, tt.op, []byte(tt.args))
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("%s %s = %v; want ErrRefused containing %q", tt.op, tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNetOpsRegistered(t *testing.T) {
+	names := OpNames()
+	for _, op := range []string{"ensure-bridge", "create-tap", "delete-tap", "nat-ensure", "nat-add", "nat-remove", "nat-teardown", "delete-bridge"} {
+		if !slices.Contains(names, op) {
+			t.Errorf("op %s is not registered (have %v)", op, names)
+		}
+	}
+}
+
+// namedNetns creates a named network namespace, moves the test's (locked)
+// thread into it, and removes it at the end. A named namespace lets the test
+// check kernel state with `ip -n` and `ip netns exec ... nft`.
+func namedNetns(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a network namespace with bridges, taps and nftables")
+	}
+	for _, tool := range []string{"ip", "nft", "iptables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (Debian packages iproute2, nftables, iptables): %v", tool, err)
+		}
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("bangertest-%d", os.Getpid())
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		orig.Close()
+		t.Fatalf("creating network namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := netns.Set(orig); err != nil {
+			t.Errorf("restoring network namespace: %v", err)
+		}
+		ns.Close()
+		orig.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("deleting network namespace %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+func inNS(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	out, err := Run(context.Background(), "ip", append([]string{"netns", "exec", ns}, args...)...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return string(out)
+}
+
+type ipLink struct {
+	Name   string   `json:"ifname"`
+	Master string   `json:"master"`
+	Flags  []string `json:"flags"`
+}
+
+func links(t *testing.T, ns string) map[string]ipLink {
+	t.Helper()
+	out, err := Run(context.Background(), "ip", "-n", ns, "-j", "link", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ls []ipLink
+	if err := json.Unmarshal(out, &ls); err != nil {
+		t.Fatalf("parsing ip -j link: %v", err)
+	}
+	m := map[string]ipLink{}
+	for _, l := range ls {
+		m[l.Name] = l
+	}
+	return m
+}
+
+func squash(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func TestNetOpsPrivilegedInProcess(t *testing.T) {
+	ns := namedNetns(t)
+	ctx := context.Background()
+	c := New(Options{})
+	if c.Mode() != "in-process" {
+		t.Fatalf("mode %s; want in-process as root", c.Mode())
+	}
+	// Things that are not banger's and must survive.
+	inNS(t, ns, "ip", "link", "add", "vpn0", "type", "veth", "peer", "name", "vpn0p")
+	inNS(t, ns, "ip", "addr", "add", "10.66.0.1/16", "dev", "vpn0")
+	inNS(t, ns, "nft", "add", "table", "inet", "keepme")
+	inNS(t, ns, "nft", "add", "chain", "inet", "keepme", "c")
+
+	const bridge = "bangert9"
+	prefix := netip.MustParsePrefix("10.67.0.0/24")
+	gw := network.Gateway(prefix)
+
+	_, err := c.EnsureBridge(ctx, bridge, netip.MustParseAddr("10.66.1.1"), netip.MustParsePrefix("10.66.1.0/24"))
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "vpn0") {
+		t.Fatalf("EnsureBridge on a subnet overlapping vpn0 = %v; want refused naming vpn0", err)
+	}
+	if _, err := c.EnsureBridge(ctx, "docker0", gw, prefix); !errors.Is(err, ErrRefused) {
+		t.Fatalf("EnsureBridge(docker0) = %v; want refused", err)
+	}
+	created, err := c.EnsureBridge(ctx, bridge, gw, prefix)
+	if err != nil || !created {
+		t.Fatalf("EnsureBridge = %v, %v", created, err)
+	}
+	if created, err = c.EnsureBridge(ctx, bridge, gw, prefix); err != nil || created {
+		t.Fatalf("second EnsureBridge = %v, %v", created, err)
+	}
+
+	taps := []string{"bgt-a1", "bgt-b2", "bgt-c3"}
+	for _, tp := range taps {
+		if err := c.CreateTap(ctx, tp, bridge); err != nil {
+			t.Fatalf("CreateTap(%s): %v", tp, err)
+		}
+	}
+	if err := c.CreateTap(ctx, "eth0", bridge); !errors.Is(err, ErrRefused) {
+		t.Errorf("CreateTap(eth0) = %v; want refused", err)
+	}
+	if err := c.CreateTap(ctx, "bgt-d4", "docker0"); !errors.Is(err, ErrRefused) {
+		t.Errorf("CreateTap on docker0 = %v; want refused", err)
+	}
+	if err := c.DeleteBridge(ctx, "docker0"); !errors.Is(err, ErrRefused) {
+		t.Errorf("DeleteBridge(docker0) = %v; want refused", err)
+	}
+	// The tap always goes to the caller, whatever it asks for.
+	if _, err := dispatch(ctx, Caller{UID: 4242, GID: 4343}, "create-tap", []byte(`{"name":"bgt-u1","bridge":"bangert9"}`)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := netlink.LinkByName("bgt-u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp, ok := l.(*netlink.Tuntap); !ok || tp.Owner != 4242 || tp.Group != 4343 {
+		t.Fatalf("bgt-u1 = %#v; want a tap owned by 4242:4343", l)
+	}
+	taps = append(taps, "bgt-u1")
+
+	ls := links(t, ns)
+	if !slices.Contains(ls[bridge].Flags, "UP") {
+		t.Errorf("bridge flags %v; want UP", ls[bridge].Flags)
+	}
+	for _, tp := range taps {
+		if ls[tp].Master != bridge || !slices.Contains(ls[tp].Flags, "UP") {
+			t.Errorf("tap %s = %+v; want master %s and UP", tp, ls[tp], bridge)
+		}
+	}
+
+	if _, err := c.NATEnsure(ctx, bridge, prefix); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := squash(inNS(t, ns, "nft", "list", "table", "ip", "banger")), squash(network.RenderRuleset(bridge, prefix)); got != want {
+		t.Fatalf("kernel ruleset differs from RenderRuleset:\n got: %s\nwant: %s", got, want)
+	}
+	guests := []netip.Addr{netip.MustParseAddr("10.67.0.2"), netip.MustParseAddr("10.67.0.3"), netip.MustParseAddr("10.67.0.4")}
+	for _, g := range guests[:2] {
+		if err := c.NATAdd(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(inNS(t, ns, "nft", "-j", "list", "set", "ip", "banger", "nat_guests")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var elems []string
+	for _, o := range doc.Nftables {
+		if raw, ok := o["set"]; ok {
+			var s struct {
+				Elem []string `json:"elem"`
+			}
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			elems = s.Elem
+		}
+	}
+	slices.Sort(elems)
+	if want := []string{"10.67.0.2", "10.67.0.3"}; !slices.Equal(elems, want) {
+		t.Fatalf("nat_guests = %v; want %v", elems, want)
+	}
+
+	for _, tp := range taps {
+		if err := c.DeleteTap(ctx, tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, g := range guests {
+		if err := c.NATRemove(ctx, g); err != nil {
+			t.Fatalf("NATRemove(%s): %v", g, err)
+		}
+	}
+	if err := c.NATTeardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteBridge(ctx, bridge); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for n := range links(t, ns) {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	if want := []string{"lo", "vpn0", "vpn0p"}; !slices.Equal(names, want) {
+		t.Errorf("links after teardown = %v; want %v", names, want)
+	}
+	if tables := squash(inNS(t, ns, "nft", "list", "tables")); tables != "table inet keepme" {
+		t.Errorf("tables after teardown = %q; want only the foreign one", tables)
+	}
+	if out := inNS(t, ns, "ip", "-4", "-o", "addr", "show", "dev", "vpn0"); !strings.Contains(out, "10.66.0.1/16") {
+		t.Errorf("vpn0 lost its address: %s", out)
+	}
+}
+
+// TestForwardPolicyFixWorks applies the rules ForwardPolicy prints, with the
+// real iptables and nft, and checks the doctor is then satisfied.
+func TestForwardPolicyFixWorks(t *testing.T) {
+	ns := namedNetns(t)
+	const bridge = "bangert8"
+	setups := []struct {
+		name  string
+		setup [][]string
+		want  string
+	}{
+		{"iptables FORWARD drop", [][]string{{"iptables", "-P", "FORWARD", "DROP"}}, "iptables -I FORWARD"},
+		{"docker layout", [][]string{{"nft", "flush", "ruleset"}, {"iptables", "-P", "FORWARD", "DROP"}, {"iptables", "-N", "DOCKER-USER"}, {"iptables", "-A", "DOCKER-USER", "-j", "RETURN"}, {"iptables", "-I", "FORWARD", "-j", "DOCKER-USER"}}, "iptables -I DOCKER-USER"},
+		{"native inet", [][]string{{"nft", "flush", "ruleset"}, {"nft", "add table inet fw; add chain inet fw fw_forward { type filter hook forward priority 0; policy drop; }"}}, "nft insert rule inet fw fw_forward"},
+	}
+	for _, s := range setups {
+		// run flat: the test's thread is the one in the namespace; each
+		// setup starts from an empty ruleset of this namespace
+		for _, cmd := range s.setup {
+			inNS(t, ns, cmd...)
+		}
+		ok, detail, fix, err := network.ForwardPolicy(bridge)
+		if err != nil || ok || !strings.Contains(fix, s.want) {
+			t.Fatalf("%s: ForwardPolicy = %v, %q, %q, %v; want a fix with %q", s.name, ok, detail, fix, err, s.want)
+		}
+		for _, line := range strings.Split(fix, "\n") {
+			inNS(t, ns, "sh", "-c", line)
+		}
+		ok, detail, fix, err = network.ForwardPolicy(bridge)
+		if err != nil || !ok {
+			t.Fatalf("%s: after applying the fix ForwardPolicy = %v, %q, %q, %v", s.name, ok, detail, fix, err)
+		}
+	}
+}
