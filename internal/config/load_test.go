@@ -451,4 +451,3 @@ func TestLoadLegacyEnv(t *testing.T) {
 		t.Errorf("VsockAgentPath = %q, Warnings = %q", l.Config.VsockAgentPath, l.Warnings)
 	}
 }
-
