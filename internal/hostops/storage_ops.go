@@ -1,5 +1,963 @@
 package hostops
 
+// Storage operations: loop devices, device-mapper snapshots, work-disk
+// seeding and the nested-/root repair run privileged; filesystem growth and
+// the sysfs look-ups run as the calling process.
+//
+// Every file an op opens as root is opened once with O_NOFOLLOW, checked
+// with fstat, and handed on by descriptor (a loop device configured from
+// the descriptor, or /proc/<pid>/fd/<n> for a child tool), so a user who
+// swaps a path for a symlink after validation cannot redirect root.
+// Scratch space (rdump staging, mount points) is a root-owned 0700
+// directory under os.TempDir, never a directory the user can rename.
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	loFlagsReadOnly  = 1
+	loFlagsAutoclear = 4
+	sysRoot          = "/sys"
+)
+
+var (
+	loopDevRe = regexp.MustCompile(`^/dev/loop[0-9]+$`)
+	dmNameRe  = regexp.MustCompile(`^banger-[a-z0-9][a-z0-9-]{0,100}$`)
+)
+
+// nestedHomeMarkers are entries whose presence in a top-level root/
+// directory marks a home one level too deep (DESIGN.md §7).
+var nestedHomeMarkers = []string{".bashrc", ".profile", ".ssh", ".bash_profile", ".bash_logout", ".bash_history"}
+
+// BusyError reports a device that is still open; Holders names who holds
+// it when that can be found ("pid 42 (firecracker)", "dm banger-x").
+type BusyError struct {
+	Device  string
+	Holders []string
+}
+
+func (e *BusyError) Error() string {
+	if len(e.Holders) == 0 {
+		return fmt.Sprintf("device %s is busy (holder not found)", e.Device)
+	}
+	return fmt.Sprintf("device %s is busy, held by %s", e.Device, strings.Join(e.Holders, ", "))
+}
+
+// Argument and result types of the storage ops.
+type (
+	LoopAttachArgs struct {
+		Path     string `json:"path"`
+		ReadOnly bool   `json:"read_only"`
+	}
+	LoopAttachResult struct {
+		Device string `json:"device"`
+	}
+	LoopDetachArgs struct {
+		Device  string `json:"device"`
+		Backing string `json:"backing"`
+	}
+	DMOriginArgs struct {
+		Name         string `json:"name"`
+		ImageLoop    string `json:"image_loop"`
+		ImageBacking string `json:"image_backing"`
+		SizeBytes    int64  `json:"size_bytes"`
+	}
+	DMSnapshotArgs struct {
+		Name       string `json:"name"`
+		Origin     string `json:"origin"`
+		COWLoop    string `json:"cow_loop"`
+		COWBacking string `json:"cow_backing"`
+	}
+	DMNameArgs struct {
+		Name string `json:"name"`
+	}
+	DMRemoveResult struct {
+		Removed bool     `json:"removed"`
+		Busy    bool     `json:"busy"`
+		Holders []string `json:"holders,omitempty"`
+	}
+	DMChownResult struct {
+		Node string `json:"node"`
+	}
+	SeedArgs struct {
+		Image string `json:"image"`
+		Out   string `json:"out"`
+	}
+	RepairArgs struct {
+		Path string `json:"path"`
+	}
+	RepairResult struct {
+		Moves []string `json:"moves"`
+	}
+)
+
 // addStorageOps registers the storage operations (loop, device-mapper,
-// filesystem growth, /root repair).
-func addStorageOps(m map[string]opFunc) {}
+// work-disk seeding, /root repair).
+func addStorageOps(m map[string]opFunc) {
+	m["loop-attach"] = opLoopAttach
+	m["loop-detach"] = opLoopDetach
+	m["dm-create-origin"] = opDMCreateOrigin
+	m["dm-create-snapshot"] = opDMCreateSnapshot
+	m["dm-remove"] = opDMRemove
+	m["dm-chown"] = opDMChown
+	m["seed-work-disk"] = opSeedWorkDisk
+	m["repair-nested-root"] = opRepairNestedRoot
+}
+
+// LoopAttach attaches the file at path (under the caller's roots) to a free
+// loop device and returns it ("/dev/loopN"). Autoclear is set later, when a
+// device-mapper table takes the loop over.
+func (c *Client) LoopAttach(ctx context.Context, path string, readOnly bool) (string, error) {
+	var r LoopAttachResult
+	if err := c.call(ctx, "loop-attach", LoopAttachArgs{Path: path, ReadOnly: readOnly}, &r); err != nil {
+		return "", err
+	}
+	return r.Device, nil
+}
+
+// LoopDetach detaches dev only if it is backed by backing; a device that is
+// no longer attached is fine, one backed by another file is refused.
+func (c *Client) LoopDetach(ctx context.Context, dev, backing string) error {
+	return c.call(ctx, "loop-detach", LoopDetachArgs{Device: dev, Backing: backing}, nil)
+}
+
+// DMCreateOrigin creates the read-only origin device name: a linear target
+// over the image loop followed by a zero target up to sizeBytes.
+func (c *Client) DMCreateOrigin(ctx context.Context, name, imageLoop, imageBacking string, sizeBytes int64) error {
+	return c.call(ctx, "dm-create-origin", DMOriginArgs{Name: name, ImageLoop: imageLoop, ImageBacking: imageBacking, SizeBytes: sizeBytes}, nil)
+}
+
+// DMCreateSnapshot creates the persistent snapshot name over origin with
+// its exceptions stored on the COW loop.
+func (c *Client) DMCreateSnapshot(ctx context.Context, name, origin, cowLoop, cowBacking string) error {
+	return c.call(ctx, "dm-create-snapshot", DMSnapshotArgs{Name: name, Origin: origin, COWLoop: cowLoop, COWBacking: cowBacking}, nil)
+}
+
+// DMRemove removes the device-mapper device name. A missing device is not
+// an error; an open one gives a *BusyError.
+func (c *Client) DMRemove(ctx context.Context, name string) error {
+	var r DMRemoveResult
+	if err := c.call(ctx, "dm-remove", DMNameArgs{Name: name}, &r); err != nil {
+		return err
+	}
+	if r.Busy {
+		return &BusyError{Device: name, Holders: r.Holders}
+	}
+	return nil
+}
+
+// DMChown hands /dev/mapper/name to the caller and returns that path.
+func (c *Client) DMChown(ctx context.Context, name string) (string, error) {
+	var r DMChownResult
+	if err := c.call(ctx, "dm-chown", DMNameArgs{Name: name}, &r); err != nil {
+		return "", err
+	}
+	return r.Node, nil
+}
+
+// SeedWorkDisk builds out, a small ext4 holding the image's /root with its
+// owners, modes and symlinks, owned by the caller.
+func (c *Client) SeedWorkDisk(ctx context.Context, image, out string) error {
+	return c.call(ctx, "seed-work-disk", SeedArgs{Image: image, Out: out}, nil)
+}
+
+// RepairNestedRoot flattens a home nested one level too deep in the work
+// disk at path and returns what moved (empty when the layout is fine).
+func (c *Client) RepairNestedRoot(ctx context.Context, path string) ([]string, error) {
+	var r RepairResult
+	if err := c.call(ctx, "repair-nested-root", RepairArgs{Path: path}, &r); err != nil {
+		return nil, err
+	}
+	return r.Moves, nil
+}
+
+// LoopBacking returns the file behind dev, or "" when dev is not attached.
+// Unprivileged (sysfs).
+func (c *Client) LoopBacking(ctx context.Context, dev string) (string, error) {
+	return loopBacking(sysRoot, dev)
+}
+
+// LoopsBackedBy lists the loop devices backed by path that no other device
+// holds (a held loop belongs to a live device-mapper table). Unprivileged.
+func (c *Client) LoopsBackedBy(ctx context.Context, path string) ([]string, error) {
+	return loopsBackedBy(sysRoot, path, true)
+}
+
+// DMExists reports whether the device-mapper device name exists. Unprivileged.
+func (c *Client) DMExists(ctx context.Context, name string) (bool, error) {
+	n, err := dmNode(sysRoot, name)
+	return n != "", err
+}
+
+// GrowFS grows the ext4 filesystem at path (file or block device the
+// current process can open) to fill it, with e2fsck -f first; it does
+// nothing when the filesystem already fills it. Runs as the current process.
+func (c *Client) GrowFS(ctx context.Context, path string) (bool, error) {
+	return GrowFS(ctx, path)
+}
+
+func opLoopAttach(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a LoopAttachArgs
+	if err := decode("loop-attach", raw, &a); err != nil {
+		return nil, err
+	}
+	f, err := openOwned(c, a.Path, !a.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dev, lf, err := attachLoop(f, a.ReadOnly, false)
+	if err != nil {
+		return nil, fmt.Errorf("attaching %s to a loop device: %w", a.Path, err)
+	}
+	lf.Close()
+	return LoopAttachResult{Device: dev}, nil
+}
+
+func opLoopDetach(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a LoopDetachArgs
+	if err := decode("loop-detach", raw, &a); err != nil {
+		return nil, err
+	}
+	if !loopDevRe.MatchString(a.Device) {
+		return nil, fmt.Errorf("%w: %q is not a loop device", ErrRefused, a.Device)
+	}
+	want, err := c.CheckPath(a.Backing)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := loopBacking(sysRoot, a.Device)
+	if err != nil || cur == "" {
+		return nil, err
+	}
+	if cur != want {
+		return nil, fmt.Errorf("%w: loop device %s is backed by %s, not %s; leaving it alone", ErrRefused, a.Device, cur, want)
+	}
+	lf, err := os.OpenFile(a.Device, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", a.Device, err)
+	}
+	defer lf.Close()
+	// With another opener (a dm table) the kernel turns this into autoclear.
+	if err := unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
+		return nil, fmt.Errorf("detaching %s: %w", a.Device, err)
+	}
+	return nil, nil
+}
+
+func opDMCreateOrigin(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a DMOriginArgs
+	if err := decode("dm-create-origin", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkDMName(a.Name); err != nil {
+		return nil, err
+	}
+	if err := checkLoopOwned(c, a.ImageLoop, a.ImageBacking); err != nil {
+		return nil, err
+	}
+	imgSectors, err := readSysInt(filepath.Join(sysRoot, "block", filepath.Base(a.ImageLoop), "size"))
+	if err != nil {
+		return nil, fmt.Errorf("reading size of %s: %w", a.ImageLoop, err)
+	}
+	if a.SizeBytes <= 0 || a.SizeBytes%512 != 0 || a.SizeBytes/512 < imgSectors {
+		return nil, fmt.Errorf("%w: origin size %d must be a positive multiple of 512 and at least the image's %d bytes", ErrRefused, a.SizeBytes, imgSectors*512)
+	}
+	table := fmt.Sprintf("0 %d linear %s 0\n", imgSectors, a.ImageLoop)
+	if rest := a.SizeBytes/512 - imgSectors; rest > 0 {
+		table += fmt.Sprintf("%d %d zero\n", imgSectors, rest)
+	}
+	if _, err := runInput(ctx, table, "dmsetup", "create", a.Name, "--readonly"); err != nil {
+		return nil, fmt.Errorf("creating origin %s: %w", a.Name, err)
+	}
+	if err := setAutoclear(a.ImageLoop); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func opDMCreateSnapshot(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a DMSnapshotArgs
+	if err := decode("dm-create-snapshot", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkDMName(a.Name); err != nil {
+		return nil, err
+	}
+	if err := checkDMName(a.Origin); err != nil {
+		return nil, err
+	}
+	if err := checkLoopOwned(c, a.COWLoop, a.COWBacking); err != nil {
+		return nil, err
+	}
+	node, err := dmNode(sysRoot, a.Origin)
+	if err != nil || node == "" {
+		return nil, fmt.Errorf("origin %s not found: %v", a.Origin, err)
+	}
+	sectors, err := readSysInt(filepath.Join(sysRoot, "block", node, "size"))
+	if err != nil {
+		return nil, fmt.Errorf("reading size of %s: %w", a.Origin, err)
+	}
+	majmin, err := os.ReadFile(filepath.Join(sysRoot, "block", node, "dev"))
+	if err != nil {
+		return nil, fmt.Errorf("reading device number of %s: %w", a.Origin, err)
+	}
+	if _, err := os.Stat(filepath.Join(sysRoot, "module", "dm_snapshot")); err != nil {
+		_, _ = Run(ctx, "modprobe", "dm-snapshot") // the create below reports a missing target
+	}
+	table := fmt.Sprintf("0 %d snapshot %s %s P 8\n", sectors, strings.TrimSpace(string(majmin)), a.COWLoop)
+	if _, err := runInput(ctx, table, "dmsetup", "create", a.Name); err != nil {
+		return nil, fmt.Errorf("creating snapshot %s: %w", a.Name, err)
+	}
+	if err := setAutoclear(a.COWLoop); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func opDMRemove(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a DMNameArgs
+	if err := decode("dm-remove", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkDMName(a.Name); err != nil {
+		return nil, err
+	}
+	node, err := dmNode(sysRoot, a.Name)
+	if err != nil {
+		return nil, err
+	}
+	if node == "" {
+		return DMRemoveResult{}, nil
+	}
+	if _, err := Run(ctx, "dmsetup", "remove", a.Name); err != nil {
+		if strings.Contains(strings.ToLower(err.Error()), "busy") {
+			return DMRemoveResult{Busy: true, Holders: holdersOf(sysRoot, node, a.Name)}, nil
+		}
+		return nil, fmt.Errorf("removing %s: %w", a.Name, err)
+	}
+	return DMRemoveResult{Removed: true}, nil
+}
+
+func opDMChown(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a DMNameArgs
+	if err := decode("dm-chown", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkDMName(a.Name); err != nil {
+		return nil, err
+	}
+	node, err := dmNode(sysRoot, a.Name)
+	if err != nil || node == "" {
+		return nil, fmt.Errorf("device-mapper device %s not found: %v", a.Name, err)
+	}
+	majmin, err := os.ReadFile(filepath.Join(sysRoot, "block", node, "dev"))
+	if err != nil {
+		return nil, fmt.Errorf("reading device number of %s: %w", a.Name, err)
+	}
+	path := "/dev/mapper/" + a.Name
+	if _, err := os.Stat(path); err != nil {
+		_, _ = Run(ctx, "dmsetup", "mknodes", a.Name)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil || !strings.HasPrefix(real, "/dev/") {
+		return nil, fmt.Errorf("resolving %s: %v", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		return nil, fmt.Errorf("checking %s: %w", real, err)
+	}
+	got := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK || got != strings.TrimSpace(string(majmin)) {
+		return nil, fmt.Errorf("%w: %s is not the block device of %s", ErrRefused, real, a.Name)
+	}
+	if err := os.Chown(real, c.UID, c.GID); err != nil {
+		return nil, fmt.Errorf("chowning %s to %d:%d: %w", real, c.UID, c.GID, err)
+	}
+	if err := os.Chmod(real, 0o600); err != nil {
+		return nil, fmt.Errorf("chmod 0600 %s: %w", real, err)
+	}
+	return DMChownResult{Node: path}, nil
+}
+
+func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any, err error) {
+	var a SeedArgs
+	if err := decode("seed-work-disk", raw, &a); err != nil {
+		return nil, err
+	}
+	img, err := openOwned(c, a.Image, false)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	if _, err := Ext4Bytes(img); err != nil {
+		return nil, fmt.Errorf("image %s: %w", a.Image, err)
+	}
+	out, err := c.CheckPath(a.Out)
+	if err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp("", "banger-seed-")
+	if err != nil {
+		return nil, fmt.Errorf("making seed staging dir: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	imgPath := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), img.Fd())
+	if _, err := Run(ctx, "debugfs", "-R", "rdump /root "+stage, imgPath); err != nil {
+		return nil, fmt.Errorf("reading /root of %s: %w", a.Image, err)
+	}
+	tree := filepath.Join(stage, "root")
+	fi, err := os.Lstat(tree)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		fi, err = nil, os.Mkdir(tree, 0o700) // the image has no /root: an empty home
+	case err == nil && !fi.IsDir():
+		err = fmt.Errorf("/root in the image is not a directory")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("staging /root of %s: %w", a.Image, err)
+	}
+	mode, uid, gid := uint32(0o700), uint32(0), uint32(0)
+	if fi != nil {
+		st := fi.Sys().(*unix.Stat_t)
+		mode, uid, gid = uint32(fi.Mode().Perm())|uint32(st.Mode&0o7000), st.Uid, st.Gid
+	}
+	used, err := treeBytes(tree)
+	if err != nil {
+		return nil, fmt.Errorf("sizing /root of %s: %w", a.Image, err)
+	}
+	size := max(64<<20, 2*used+32<<20)
+	size = (size + 4<<20 - 1) &^ (4<<20 - 1)
+	seed := filepath.Join(stage, "seed.ext4")
+	if _, err := Run(ctx, "mkfs.ext4", "-F", "-q", "-b", "4096", "-T", "default", "-E", "root_owner=0:0",
+		"-d", tree, seed, fmt.Sprintf("%dk", size>>10)); err != nil {
+		return nil, fmt.Errorf("building work-disk seed from %s: %w", a.Image, err)
+	}
+	// mkfs -d leaves the filesystem root 0755; it becomes the guest's /root.
+	fix := fmt.Sprintf("sif / mode 0%o\nsif / uid %d\nsif / gid %d\n", 0o40000|mode, uid, gid)
+	cmds := filepath.Join(stage, "fix.cmds")
+	if err := os.WriteFile(cmds, []byte(fix), 0o600); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", cmds, err)
+	}
+	if _, err := Run(ctx, "debugfs", "-w", "-f", cmds, seed); err != nil {
+		return nil, fmt.Errorf("setting the owner of / in the seed: %w", err)
+	}
+	return nil, copyOut(ctx, c, seed, out)
+}
+
+// copyOut sparse-copies src to a new file out owned by the caller.
+func copyOut(ctx context.Context, c Caller, src, out string) error {
+	sf, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	df, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", out, err)
+	}
+	err = df.Chown(c.UID, c.GID)
+	if err == nil {
+		err = CopySparse(ctx, df, sf)
+	}
+	if cerr := df.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out)
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	return nil
+}
+
+func opRepairNestedRoot(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a RepairArgs
+	if err := decode("repair-nested-root", raw, &a); err != nil {
+		return nil, err
+	}
+	f, err := openOwned(c, a.Path, true)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := Ext4Bytes(f); err != nil {
+		return nil, fmt.Errorf("work disk %s: %w", a.Path, err)
+	}
+	if loops, _ := loopsBackedBy(sysRoot, f.Name(), false); len(loops) > 0 {
+		return nil, fmt.Errorf("work disk %s is attached to %s; is its VM running?", a.Path, strings.Join(loops, ", "))
+	}
+	mnt, err := os.MkdirTemp("", "banger-repair-")
+	if err != nil {
+		return nil, fmt.Errorf("making mount point: %w", err)
+	}
+	defer os.Remove(mnt)
+	dev, lf, err := attachLoop(f, false, true)
+	if err != nil {
+		return nil, fmt.Errorf("attaching %s: %w", a.Path, err)
+	}
+	defer lf.Close() // autoclear: the loop goes with the last close
+	if err := unix.Mount(dev, mnt, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("mounting %s (%s): %w", a.Path, dev, err)
+	}
+	moves, err := flattenNested(mnt)
+	if uerr := unmount(mnt); uerr != nil && err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repairing nested /root in %s: %w", a.Path, err)
+	}
+	return RepairResult{Moves: moves}, nil
+}
+
+func unmount(dir string) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = unix.Unmount(dir, 0); err == nil || !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("unmounting %s: %w", dir, err)
+	}
+	return nil
+}
+
+// flattenNested moves the children of top/root up one level if root/ holds
+// a home, working on directory descriptors so no symlink is followed.
+func flattenNested(top string) ([]string, error) {
+	tf, err := os.OpenFile(top, unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer tf.Close()
+	tfd := int(tf.Fd())
+	nfd, err := unix.Openat(tfd, "root", unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil // no root/ directory (or a symlink): nothing nested
+	}
+	nf := os.NewFile(uintptr(nfd), filepath.Join(top, "root"))
+	defer nf.Close()
+	nested := false
+	for _, m := range nestedHomeMarkers {
+		var st unix.Stat_t
+		if unix.Fstatat(nfd, m, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			nested = true
+			break
+		}
+	}
+	if !nested {
+		return nil, nil
+	}
+	entries, err := nf.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("listing root/: %w", err)
+	}
+	var moves []string
+	for _, e := range entries {
+		name := e.Name()
+		target := name
+		for i := 0; ; i++ {
+			var st unix.Stat_t
+			if unix.Fstatat(tfd, target, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				break
+			}
+			target = name + ".nested"
+			if i > 0 {
+				target = fmt.Sprintf("%s.nested.%d", name, i+1)
+			}
+		}
+		if err := unix.Renameat2(nfd, name, tfd, target, unix.RENAME_NOREPLACE); err != nil {
+			return moves, fmt.Errorf("moving root/%s to %s: %w", name, target, err)
+		}
+		moves = append(moves, fmt.Sprintf("root/%s -> %s", name, target))
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(nfd, &st); err != nil {
+		return moves, fmt.Errorf("reading root/: %w", err)
+	}
+	// The nested directory was the real home: its owner and mode become the
+	// filesystem root's, which the guest mounts on /root.
+	if err := unix.Fchown(tfd, int(st.Uid), int(st.Gid)); err != nil {
+		return moves, fmt.Errorf("chowning the disk's root: %w", err)
+	}
+	if err := unix.Fchmod(tfd, st.Mode&0o7777); err != nil {
+		return moves, fmt.Errorf("chmod of the disk's root: %w", err)
+	}
+	if err := unix.Unlinkat(tfd, "root", unix.AT_REMOVEDIR); err != nil {
+		return moves, fmt.Errorf("removing the empty root/: %w", err)
+	}
+	moves = append(moves, fmt.Sprintf("removed empty root/ (owner %d:%d, mode %04o kept on the disk's root)", st.Uid, st.Gid, st.Mode&0o7777))
+	return moves, nil
+}
+
+// openOwned opens path (under the caller's roots) without following a
+// final symlink and checks it is a regular file.
+func openOwned(c Caller, path string, write bool) (*os.File, error) {
+	p, err := c.CheckPath(path)
+	if err != nil {
+		return nil, err
+	}
+	flag := os.O_RDONLY
+	if write {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(p, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrRefused, path)
+	}
+	return f, nil
+}
+
+// attachLoop binds f to a free loop device and returns its path and an
+// open descriptor of it (close it when done; with autoclear that detaches).
+func attachLoop(f *os.File, readOnly, autoclear bool) (string, *os.File, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ctl.Close()
+	var flags uint32
+	if readOnly {
+		flags |= loFlagsReadOnly
+	}
+	if autoclear {
+		flags |= loFlagsAutoclear
+	}
+	for try := 0; try < 20; try++ {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return "", nil, fmt.Errorf("finding a free loop device: %w", err)
+		}
+		dev := fmt.Sprintf("/dev/loop%d", n)
+		lf, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", nil, fmt.Errorf("opening %s: %w", dev, err)
+		}
+		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
+		cfg.Info.Flags = flags
+		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
+		if err == nil {
+			return dev, lf, nil
+		}
+		lf.Close()
+		if !errors.Is(err, unix.EBUSY) {
+			return "", nil, fmt.Errorf("configuring %s: %w", dev, err)
+		}
+	}
+	return "", nil, fmt.Errorf("no free loop device after 20 tries")
+}
+
+func setAutoclear(dev string) error {
+	lf, err := os.OpenFile(dev, os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", dev, err)
+	}
+	defer lf.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(lf.Fd()))
+	if err == nil {
+		info.Flags |= loFlagsAutoclear
+		err = unix.IoctlLoopSetStatus64(int(lf.Fd()), info)
+	}
+	if err != nil {
+		return fmt.Errorf("setting autoclear on %s: %w", dev, err)
+	}
+	return nil
+}
+
+func checkDMName(name string) error {
+	if !dmNameRe.MatchString(name) {
+		return fmt.Errorf("%w: device-mapper name %q must start with %q and use only a-z, 0-9 and -", ErrRefused, name, "banger-")
+	}
+	return nil
+}
+
+// checkLoopOwned checks dev is a loop device backed by backing, a path
+// under the caller's roots.
+func checkLoopOwned(c Caller, dev, backing string) error {
+	if !loopDevRe.MatchString(dev) {
+		return fmt.Errorf("%w: %q is not a loop device", ErrRefused, dev)
+	}
+	want, err := c.CheckPath(backing)
+	if err != nil {
+		return err
+	}
+	cur, err := loopBacking(sysRoot, dev)
+	if err != nil {
+		return err
+	}
+	if cur != want {
+		return fmt.Errorf("%w: loop device %s is backed by %q, not %s", ErrRefused, dev, cur, want)
+	}
+	return nil
+}
+
+// loopBacking returns the file behind a loop device, "" when not attached.
+func loopBacking(sys, dev string) (string, error) {
+	if !loopDevRe.MatchString(dev) {
+		return "", fmt.Errorf("%w: %q is not a loop device", ErrRefused, dev)
+	}
+	b, err := os.ReadFile(filepath.Join(sys, "block", filepath.Base(dev), "loop", "backing_file"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading backing file of %s: %w", dev, err)
+	}
+	return strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)"), nil
+}
+
+// loopsBackedBy lists loop devices backed by path; with unheldOnly, those
+// that no other block device (a dm table) holds.
+func loopsBackedBy(sys, path string, unheldOnly bool) ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join(sys, "block", "loop*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range dirs {
+		dev := "/dev/" + filepath.Base(d)
+		b, err := loopBacking(sys, dev)
+		if err != nil || b != path {
+			continue
+		}
+		if unheldOnly {
+			if h, _ := os.ReadDir(filepath.Join(d, "holders")); len(h) > 0 {
+				continue
+			}
+		}
+		out = append(out, dev)
+	}
+	return out, nil
+}
+
+// dmNode returns the kernel name ("dm-3") of the device-mapper device
+// name, or "" when it does not exist.
+func dmNode(sys, name string) (string, error) {
+	dirs, err := filepath.Glob(filepath.Join(sys, "block", "dm-*"))
+	if err != nil {
+		return "", err
+	}
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "dm", "name"))
+		if err == nil && strings.TrimSpace(string(b)) == name {
+			return filepath.Base(d), nil
+		}
+	}
+	return "", nil
+}
+
+// holdersOf names what keeps a dm device open: stacked devices, processes
+// with it open, and mounts of it.
+func holdersOf(sys, node, name string) []string {
+	var out []string
+	hs, _ := os.ReadDir(filepath.Join(sys, "block", node, "holders"))
+	for _, h := range hs {
+		b, err := os.ReadFile(filepath.Join(sys, "block", h.Name(), "dm", "name"))
+		if err == nil {
+			out = append(out, "dm "+strings.TrimSpace(string(b)))
+		} else {
+			out = append(out, h.Name())
+		}
+	}
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	seen := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(fd)
+		if err != nil || (l != "/dev/"+node && l != "/dev/mapper/"+name) {
+			continue
+		}
+		pid := strings.Split(fd, "/")[2]
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+		out = append(out, fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm))))
+	}
+	if majmin, err := os.ReadFile(filepath.Join(sys, "block", node, "dev")); err == nil {
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(mi), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && f[2] == strings.TrimSpace(string(majmin)) {
+				out = append(out, "mount "+f[4])
+			}
+		}
+	}
+	return out
+}
+
+func readSysInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	var v int64
+	_, err = fmt.Sscan(strings.TrimSpace(string(b)), &v)
+	return v, err
+}
+
+func treeBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n += fi.Size() + 4096
+		return nil
+	})
+	return n, err
+}
+
+// runInput is Run with stdin.
+func runInput(ctx context.Context, stdin, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := trim(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return stdout.Bytes(), fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), msg)
+	}
+	return stdout.Bytes(), nil
+}
+
+// ErrNotExt4 marks a file without an ext2/3/4 superblock.
+var ErrNotExt4 = errors.New("not an ext4 filesystem (no 0xEF53 magic at offset 1080)")
+
+// Ext4Bytes checks the ext4 superblock of r and returns the filesystem's
+// size in bytes.
+func Ext4Bytes(r io.ReaderAt) (int64, error) {
+	sb := make([]byte, 1024)
+	if _, err := r.ReadAt(sb, 1024); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, ErrNotExt4
+		}
+		return 0, fmt.Errorf("reading superblock: %w", err)
+	}
+	if binary.LittleEndian.Uint16(sb[56:]) != 0xEF53 {
+		return 0, ErrNotExt4
+	}
+	blocks := uint64(binary.LittleEndian.Uint32(sb[4:]))
+	if binary.LittleEndian.Uint32(sb[96:])&0x80 != 0 { // INCOMPAT_64BIT
+		blocks |= uint64(binary.LittleEndian.Uint32(sb[336:])) << 32
+	}
+	logBS := binary.LittleEndian.Uint32(sb[24:])
+	if logBS > 6 {
+		return 0, fmt.Errorf("bad block size in superblock")
+	}
+	return int64(blocks) << (10 + logBS), nil
+}
+
+// GrowFS grows the ext4 filesystem at path to fill its file or device,
+// after e2fsck -f; it reports whether it grew. Runs as the current process.
+func GrowFS(ctx context.Context, path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("opening %s: %w", path, err)
+	}
+	fsBytes, err := Ext4Bytes(f)
+	var size int64
+	if err == nil {
+		size, err = f.Seek(0, io.SeekEnd)
+	}
+	f.Close()
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	if size < fsBytes {
+		return false, fmt.Errorf("%s is %d bytes, smaller than its %d-byte filesystem", path, size, fsBytes)
+	}
+	if size-fsBytes < 4096 {
+		return false, nil
+	}
+	// e2fsck: 0 clean, 1 and 2 errors corrected, anything higher failed.
+	cmd := exec.CommandContext(ctx, "e2fsck", "-f", "-y", path)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() <= 2) {
+		return false, fmt.Errorf("e2fsck -f -y %s: %s: %w", path, trim(string(out)), err)
+	}
+	if _, err := Run(ctx, "resize2fs", path); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// CopySparse copies src into dst (both open, dst empty): a FICLONE reflink
+// when the filesystem can, else only src's data extents, leaving holes.
+func CopySparse(ctx context.Context, dst, src *os.File) error {
+	if unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())) == nil {
+		return nil
+	}
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	sfd, dfd := int(src.Fd()), int(dst.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(sfd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("seeking data in %s: %w", src.Name(), err)
+		}
+		hole, err := unix.Seek(sfd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("seeking hole in %s: %w", src.Name(), err)
+		}
+		for data < hole {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			roff, woff := data, data
+			n, err := unix.CopyFileRange(sfd, &roff, dfd, &woff, int(min(hole-data, 64<<20)), 0)
+			if err != nil && (errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)) {
+				n, err = copyRange(dst, src, data, min(hole-data, 64<<20))
+			}
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("copying %s: unexpected end of file at %d", src.Name(), data)
+			}
+			data += int64(n)
+		}
+		off = hole
+	}
+	return dst.Truncate(size)
+}
+
+func copyRange(dst, src *os.File, off, n int64) (int, error) {
+	w, err := io.Copy(io.NewOffsetWriter(dst, off), io.NewSectionReader(src, off, n))
+	return int(w), err
+}

@@ -1,0 +1,76 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"banger/internal/hostops"
+)
+
+// SparseCopy copies src to a new file dst: a FICLONE reflink when the
+// filesystem supports it, else only the data extents (SEEK_DATA and
+// SEEK_HOLE), so holes stay holes. On failure (ENOSPC included) dst is
+// removed and the error names it.
+func SparseCopy(ctx context.Context, src, dst string) error {
+	sf, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", src, err)
+	}
+	defer sf.Close()
+	df, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", dst, err)
+	}
+	err = hostops.CopySparse(ctx, df, sf)
+	if cerr := df.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// copyRoot makes root, the copy driver's root disk: the image copied to a
+// temporary name, grown to size, checked and resized, then renamed.
+func (m *Manager) copyRoot(ctx context.Context, image, root string, size int64) error {
+	tmp := root + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale %s: %w", tmp, err)
+	}
+	if _, err := os.Lstat(root); err == nil {
+		return fmt.Errorf("%s already exists", root)
+	}
+	if err := SparseCopy(ctx, image, tmp); err != nil {
+		return err
+	}
+	err := growFile(ctx, m.host, tmp, size)
+	if err == nil {
+		err = os.Rename(tmp, root)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// growFile extends path to size (never shrinks) and grows its filesystem.
+func growFile(ctx context.Context, h Host, path string, size int64) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() < size {
+		if err := os.Truncate(path, size); err != nil {
+			return fmt.Errorf("extending %s to %s: %w", path, human(size), err)
+		}
+	}
+	if _, err := h.GrowFS(ctx, path); err != nil {
+		return fmt.Errorf("growing the filesystem in %s: %w", path, err)
+	}
+	return nil
+}
