@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 )
@@ -154,5 +155,28 @@ func TestLoadMigrationsRejectsBadSets(t *testing.T) {
 	// The embedded set itself is valid.
 	if ms, err := loadMigrations(migrationFiles); err != nil || len(ms) == 0 {
 		t.Fatalf("embedded migrations: %v", err)
+	}
+}
+
+func TestConcurrentOpensMigrateOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "banger.db")
+	const n = 4
+	stores := make([]*Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { stores[i], errs[i] = Open(ctx, path) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("Open %d: %v", i, errs[i])
+			continue
+		}
+		if v, err := stores[i].Version(ctx); err != nil || v != SchemaVersion() {
+			t.Errorf("store %d: version %d, %v", i, v, err)
+		}
+		stores[i].Close()
 	}
 }
