@@ -31,7 +31,7 @@ type fakeAPI struct {
 	srv     *http.Server
 }
 
-func newFakeAPI(t *testing.T, sock string, respond func(*http.Request, []byte) (int, string)) *fakeAPI {
+func newFakeAPI(t testing.TB, sock string, respond func(*http.Request, []byte) (int, string)) *fakeAPI {
 	t.Helper()
 	f := &fakeAPI{sock: sock, respond: respond}
 	ln, err := net.Listen("unix", sock)

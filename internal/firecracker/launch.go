@@ -81,10 +81,14 @@ func Launch(ctx context.Context, s LaunchSpec) (*os.Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launching firecracker %s: %w", s.ID, err)
 	}
-	if pid, err := FindByAPISocket(s.APISock); err != nil {
-		return nil, fmt.Errorf("launching firecracker %s: %w", s.ID, err)
-	} else if pid != 0 {
-		return nil, fmt.Errorf("launching firecracker %s: process %d already serves api socket %s; stop it first", s.ID, pid, s.APISock)
+	// Only an existing socket file can belong to a live Firecracker; the
+	// /proc scan (a few ms) is skipped on the usual clean start.
+	if _, err := os.Lstat(s.APISock); err == nil {
+		if pid, err := FindByAPISocket(s.APISock); err != nil {
+			return nil, fmt.Errorf("launching firecracker %s: %w", s.ID, err)
+		} else if pid != 0 {
+			return nil, fmt.Errorf("launching firecracker %s: process %d already serves api socket %s; stop it first", s.ID, pid, s.APISock)
+		}
 	}
 	if err := removeStaleSocket(s.APISock); err != nil {
 		return nil, fmt.Errorf("launching firecracker %s: %w", s.ID, err)
@@ -212,7 +216,10 @@ func WaitReady(ctx context.Context, c *Client, timeout time.Duration, exited fun
 			if err == nil {
 				return nil
 			}
-			last = err
+			// Keep the informative error, not the one the deadline cut.
+			if ctx.Err() == nil || last == nil {
+				last = err
+			}
 		} else {
 			last = fmt.Errorf("api socket %s: %w", c.sock, err)
 		}
@@ -229,8 +236,7 @@ func WaitReady(ctx context.Context, c *Client, timeout time.Duration, exited fun
 				c.sock, time.Since(start).Round(time.Millisecond), last, ctx.Err())
 		case <-t.C:
 		}
-		if delay < 20*time.Millisecond {
-			delay *= 2
-		}
+		// Poll often: the wait is on the create path, and a stat is cheap.
+		delay = min(2*delay, 5*time.Millisecond)
 	}
 }
