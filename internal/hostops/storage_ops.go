@@ -23,7 +23,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -400,6 +402,10 @@ func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any
 	if err := decode("seed-work-disk", raw, &a); err != nil {
 		return nil, err
 	}
+	out, err := c.CheckPath(a.Out)
+	if err != nil {
+		return nil, err
+	}
 	img, err := openOwned(c, a.Image, false)
 	if err != nil {
 		return nil, err
@@ -407,10 +413,6 @@ func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any
 	defer img.Close()
 	if _, err := Ext4Bytes(img); err != nil {
 		return nil, fmt.Errorf("image %s: %w", a.Image, err)
-	}
-	out, err := c.CheckPath(a.Out)
-	if err != nil {
-		return nil, err
 	}
 	stage, err := os.MkdirTemp("", "banger-seed-")
 	if err != nil {
@@ -432,9 +434,12 @@ func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any
 	if err != nil {
 		return nil, fmt.Errorf("staging /root of %s: %w", a.Image, err)
 	}
+	if err := restoreSpecialBits(ctx, imgPath, stage); err != nil {
+		return nil, fmt.Errorf("staging /root of %s: %w", a.Image, err)
+	}
 	mode, uid, gid := uint32(0o700), uint32(0), uint32(0)
 	if fi != nil {
-		st := fi.Sys().(*unix.Stat_t)
+		st := fi.Sys().(*syscall.Stat_t)
 		mode, uid, gid = uint32(fi.Mode().Perm())|uint32(st.Mode&0o7000), st.Uid, st.Gid
 	}
 	used, err := treeBytes(tree)
@@ -458,6 +463,56 @@ func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any
 		return nil, fmt.Errorf("setting the owner of / in the seed: %w", err)
 	}
 	return nil, copyOut(ctx, c, seed, out)
+}
+
+// restoreSpecialBits puts back the setuid, setgid and sticky bits that
+// debugfs rdump drops, reading the modes with one debugfs run that lists
+// every staged directory.
+func restoreSpecialBits(ctx context.Context, img, stage string) error {
+	var cmds strings.Builder
+	err := filepath.WalkDir(filepath.Join(stage, "root"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(stage, p)
+		if !strings.ContainsAny(rel, "\"\n\\") {
+			fmt.Fprintf(&cmds, "ls -p \"/%s\"\n", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cmdFile := filepath.Join(stage, "modes.cmds")
+	if err := os.WriteFile(cmdFile, []byte(cmds.String()), 0o600); err != nil {
+		return err
+	}
+	out, err := Run(ctx, "debugfs", "-f", cmdFile, img)
+	if err != nil {
+		return fmt.Errorf("reading modes: %w", err)
+	}
+	dir := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "debugfs: ls -p "); ok {
+			dir = strings.Trim(rest, "\"")
+			continue
+		}
+		f := strings.Split(strings.TrimSpace(line), "/")
+		if dir == "" || len(f) < 7 || f[5] == "." || f[5] == ".." {
+			continue
+		}
+		var mode uint32
+		if _, err := fmt.Sscanf(f[2], "%o", &mode); err != nil || mode&0o7000 == 0 {
+			continue
+		}
+		p := filepath.Join(stage, dir, f[5])
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink == 0 {
+			if err := unix.Chmod(p, mode&0o7777); err != nil {
+				return fmt.Errorf("chmod %s: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // copyOut sparse-copies src to a new file out owned by the caller.
@@ -569,6 +624,7 @@ func flattenNested(top string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing root/: %w", err)
 	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	var moves []string
 	for _, e := range entries {
 		name := e.Name()

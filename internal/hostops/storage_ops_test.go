@@ -1,0 +1,363 @@
+package hostops
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func superblock(magic uint16, blocks uint64, logBS uint32, is64 bool) []byte {
+	b := make([]byte, 4096)
+	sb := b[1024:]
+	binary.LittleEndian.PutUint32(sb[4:], uint32(blocks))
+	binary.LittleEndian.PutUint32(sb[24:], logBS)
+	binary.LittleEndian.PutUint16(sb[56:], magic)
+	if is64 {
+		binary.LittleEndian.PutUint32(sb[96:], 0x80)
+		binary.LittleEndian.PutUint32(sb[336:], uint32(blocks>>32))
+	}
+	return b
+}
+
+func TestExt4Bytes(t *testing.T) {
+	tests := []struct {
+		name string
+		data []byte
+		want int64
+		err  error
+	}{
+		{"4k blocks", superblock(0xEF53, 1024, 2, false), 4 << 20, nil},
+		{"1k blocks", superblock(0xEF53, 1024, 0, false), 1 << 20, nil},
+		{"64bit", superblock(0xEF53, 1<<33, 2, true), 1 << 45, nil},
+		{"no magic", superblock(0x1234, 1024, 2, false), 0, ErrNotExt4},
+		{"too short", make([]byte, 1500), 0, ErrNotExt4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Ext4Bytes(bytes.NewReader(tt.data))
+			if !errors.Is(err, tt.err) || got != tt.want {
+				t.Errorf("Ext4Bytes = %d, %v; want %d, %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+func TestCheckDMName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"banger-0123abcdef":        true,
+		"banger-0123abcdef-origin": true,
+		"banger-":                  false,
+		"vg0-root":                 false,
+		"banger-../../x":           false,
+		"banger-A":                 false,
+		"xbanger-a":                false,
+	} {
+		err := checkDMName(name)
+		if (err == nil) != ok || (err != nil && !errors.Is(err, ErrRefused)) {
+			t.Errorf("checkDMName(%q) = %v, want ok=%v", name, err, ok)
+		}
+	}
+}
+
+func writeFiles(t *testing.T, root string, files map[string]string) {
+	t.Helper()
+	for p, body := range files {
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSysfsLookups(t *testing.T) {
+	sys := t.TempDir()
+	writeFiles(t, sys, map[string]string{
+		"block/loop0/loop/backing_file": "/state/img.ext4 (deleted)\n",
+		"block/loop1/loop/backing_file": "/state/img.ext4\n",
+		"block/loop1/holders/dm-0":      "",
+		"block/loop2/loop/backing_file": "/state/cow.img\n",
+		"block/loop3/size":              "0\n",
+		"block/dm-0/dm/name":            "banger-abc-origin\n",
+		"block/dm-1/dm/name":            "banger-abc\n",
+	})
+	for dev, want := range map[string]string{"/dev/loop0": "/state/img.ext4", "/dev/loop2": "/state/cow.img", "/dev/loop3": "", "/dev/loop9": ""} {
+		if got, err := loopBacking(sys, dev); err != nil || got != want {
+			t.Errorf("loopBacking(%s) = %q, %v; want %q", dev, got, err, want)
+		}
+	}
+	if _, err := loopBacking(sys, "/dev/sda"); !errors.Is(err, ErrRefused) {
+		t.Errorf("loopBacking(/dev/sda): %v", err)
+	}
+	if got, _ := loopsBackedBy(sys, "/state/img.ext4", false); !reflect.DeepEqual(got, []string{"/dev/loop0", "/dev/loop1"}) {
+		t.Errorf("all loops of img: %v", got)
+	}
+	if got, _ := loopsBackedBy(sys, "/state/img.ext4", true); !reflect.DeepEqual(got, []string{"/dev/loop0"}) {
+		t.Errorf("unheld loops of img: %v", got)
+	}
+	if n, _ := dmNode(sys, "banger-abc"); n != "dm-1" {
+		t.Errorf("dmNode = %q", n)
+	}
+	if n, _ := dmNode(sys, "banger-zzz"); n != "" {
+		t.Errorf("dmNode of a missing device = %q", n)
+	}
+}
+
+type entry struct {
+	mode os.FileMode
+	link string
+	body string
+}
+
+func listTree(t *testing.T, dir string) map[string]entry {
+	t.Helper()
+	out := map[string]entry{}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		e := entry{mode: fi.Mode()}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			e.link, _ = os.Readlink(p)
+		case fi.Mode().IsRegular():
+			b, _ := os.ReadFile(p)
+			e.body = string(b)
+		}
+		out[rel] = e
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestFlattenNested exercises the repair walk on a plain directory; the
+// privileged test in internal/storage runs it on a mounted ext4 disk.
+func TestFlattenNested(t *testing.T) {
+	outside := t.TempDir()
+	writeFiles(t, outside, map[string]string{"sentinel": "keep"})
+	top := t.TempDir()
+	writeFiles(t, top, map[string]string{
+		".bashrc":              "top",
+		".profile":             "top profile",
+		".profile.nested":      "older aside",
+		"root/.bashrc":         "nested",
+		"root/.profile":        "nested profile",
+		"root/.ssh/authorized": "key",
+		"root/notes":           "n",
+	})
+	if err := os.Symlink(outside, filepath.Join(top, "root", "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(top, "root"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	moves, err := flattenNested(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"root/.bashrc -> .bashrc.nested",
+		"root/.profile -> .profile.nested.2",
+		"root/.ssh -> .ssh",
+		"root/escape -> escape",
+		"root/notes -> notes",
+	}
+	if len(moves) != len(want)+1 || !reflect.DeepEqual(moves[:len(want)], want) || !strings.HasPrefix(moves[len(want)], "removed empty root/") {
+		t.Errorf("moves:\n%s\nwant:\n%s", strings.Join(moves, "\n"), strings.Join(want, "\n"))
+	}
+	got := listTree(t, top)
+	for p, body := range map[string]string{".bashrc": "top", ".bashrc.nested": "nested", ".profile": "top profile",
+		".profile.nested": "older aside", ".profile.nested.2": "nested profile", ".ssh/authorized": "key", "notes": "n"} {
+		if got[p].body != body {
+			t.Errorf("%s = %q, want %q", p, got[p].body, body)
+		}
+	}
+	if e := got["escape"]; e.mode&os.ModeSymlink == 0 || e.link != outside {
+		t.Errorf("escape = %+v, want a symlink to %s", e, outside)
+	}
+	if _, ok := got["root"]; ok {
+		t.Error("root/ still there")
+	}
+	if fi, _ := os.Stat(top); fi.Mode().Perm() != 0o700 {
+		t.Errorf("top mode %v, want the nested dir's 0700", fi.Mode().Perm())
+	}
+	if o := listTree(t, outside); len(o) != 2 || o["sentinel"].body != "keep" {
+		t.Errorf("outside dir changed: %v", o)
+	}
+}
+
+func TestFlattenNestedLeavesOthersAlone(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, top string)
+	}{
+		{"no root dir", func(t *testing.T, top string) { writeFiles(t, top, map[string]string{".bashrc": "x"}) }},
+		{"root without home files", func(t *testing.T, top string) { writeFiles(t, top, map[string]string{"root/data.txt": "x"}) }},
+		{"root is a symlink to a home", func(t *testing.T, top string) {
+			home := t.TempDir()
+			writeFiles(t, home, map[string]string{".bashrc": "x"})
+			if err := os.Symlink(home, filepath.Join(top, "root")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			top := t.TempDir()
+			tt.setup(t, top)
+			before := listTree(t, top)
+			moves, err := flattenNested(top)
+			if err != nil || len(moves) != 0 {
+				t.Fatalf("moves %v, err %v", moves, err)
+			}
+			if after := listTree(t, top); !reflect.DeepEqual(before, after) {
+				t.Errorf("tree changed: %v -> %v", before, after)
+			}
+		})
+	}
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loop devices and privileged storage ops")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("needs loop devices: /dev/loop-control missing")
+	}
+}
+
+func detachOnCleanup(t *testing.T, path string) {
+	t.Cleanup(func() {
+		devs, _ := loopsBackedBy(sysRoot, path, false)
+		for _, d := range devs {
+			_, _ = Run(context.Background(), "losetup", "-d", d)
+		}
+	})
+}
+
+func TestLoopAttachDetachPrivileged(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	roots := t.TempDir()
+	c := New(Options{Roots: []string{roots}})
+	file := filepath.Join(roots, "disk.img")
+	if err := os.WriteFile(file, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	detachOnCleanup(t, file)
+	for _, ro := range []bool{true, false} {
+		dev, err := c.LoopAttach(ctx, file, ro)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := c.LoopBacking(ctx, dev); b != file {
+			t.Errorf("backing of %s = %q", dev, b)
+		}
+		flags, _ := os.ReadFile(filepath.Join(sysRoot, "block", filepath.Base(dev), "ro"))
+		if got := strings.TrimSpace(string(flags)) == "1"; got != ro {
+			t.Errorf("%s read-only = %v, want %v", dev, got, ro)
+		}
+		if devs, _ := c.LoopsBackedBy(ctx, file); len(devs) != 1 || devs[0] != dev {
+			t.Errorf("LoopsBackedBy = %v", devs)
+		}
+		if err := c.LoopDetach(ctx, dev, file); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := c.LoopBacking(ctx, dev); b != "" {
+			t.Errorf("%s still backed by %q", dev, b)
+		}
+		if err := c.LoopDetach(ctx, dev, file); err != nil {
+			t.Errorf("detaching a detached loop: %v", err)
+		}
+	}
+}
+
+func TestStorageRefusalsPrivileged(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	roots := t.TempDir()
+	outside := t.TempDir()
+	c := New(Options{Roots: []string{roots}})
+	ours := filepath.Join(roots, "ours.img")
+	theirs := filepath.Join(outside, "theirs.img")
+	for _, p := range []string{ours, theirs} {
+		if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		detachOnCleanup(t, p)
+	}
+	if err := os.Symlink(theirs, filepath.Join(roots, "sneaky.img")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := Run(ctx, "losetup", "--find", "--show", theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirLoop := strings.TrimSpace(string(out))
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"attach outside roots", func() error { _, err := c.LoopAttach(ctx, theirs, true); return err }},
+		{"attach symlink out of roots", func() error { _, err := c.LoopAttach(ctx, filepath.Join(roots, "sneaky.img"), true); return err }},
+		{"attach a directory", func() error { _, err := c.LoopAttach(ctx, roots+"/", true); return err }},
+		{"detach a loop that is not ours", func() error { return c.LoopDetach(ctx, theirLoop, ours) }},
+		{"detach claiming an outside backing", func() error { return c.LoopDetach(ctx, theirLoop, theirs) }},
+		{"detach a non-loop device", func() error { return c.LoopDetach(ctx, "/dev/sda", ours) }},
+		{"remove a non-banger dm device", func() error { return c.DMRemove(ctx, "vg0-root") }},
+		{"chown a non-banger dm device", func() error { _, err := c.DMChown(ctx, "vg0-root"); return err }},
+		{"origin with a bad name", func() error { return c.DMCreateOrigin(ctx, "root", theirLoop, ours, 1<<20) }},
+		{"origin over a loop that is not ours", func() error { return c.DMCreateOrigin(ctx, "banger-x-origin", theirLoop, ours, 1<<20) }},
+		{"snapshot over a foreign origin", func() error { return c.DMCreateSnapshot(ctx, "banger-x", "vg0-root", theirLoop, ours) }},
+		{"snapshot over a loop that is not ours", func() error { return c.DMCreateSnapshot(ctx, "banger-x", "banger-x-origin", theirLoop, ours) }},
+		{"seed from an outside image", func() error { return c.SeedWorkDisk(ctx, theirs, filepath.Join(roots, "seed")) }},
+		{"seed to an outside file", func() error { return c.SeedWorkDisk(ctx, ours, filepath.Join(outside, "seed")) }},
+		{"repair outside roots", func() error { _, err := c.RepairNestedRoot(ctx, theirs); return err }},
+		{"repair through a symlink", func() error { _, err := c.RepairNestedRoot(ctx, filepath.Join(roots, "sneaky.img")); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, ErrRefused) {
+				t.Errorf("got %v, want a refusal", err)
+			}
+		})
+	}
+	if b, _ := loopBacking(sysRoot, theirLoop); b != theirs {
+		t.Errorf("foreign loop %s was touched: backing %q", theirLoop, b)
+	}
+	if _, err := os.Stat(filepath.Join(outside, "seed")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("seed written outside the roots")
+	}
+}
+
+func TestRepairRefusesAttachedDisk(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	roots := t.TempDir()
+	c := New(Options{Roots: []string{roots}})
+	disk := filepath.Join(roots, "work.ext4")
+	if _, err := Run(ctx, "mkfs.ext4", "-q", "-F", disk, "8M"); err != nil {
+		t.Skipf("needs mkfs.ext4 (e2fsprogs): %v", err)
+	}
+	detachOnCleanup(t, disk)
+	dev, err := c.LoopAttach(ctx, disk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RepairNestedRoot(ctx, disk); err == nil || !strings.Contains(err.Error(), dev) {
+		t.Errorf("repair of an attached disk: %v, want an error naming %s", err, dev)
+	}
+}
