@@ -1,0 +1,309 @@
+// Package dns is banger's authoritative DNS server for the zone `vm.`:
+// NAME.vm answers the address of a running VM, and PTR queries for guest
+// addresses answer NAME.vm. Handler is pure (it reads a Lookup and never
+// binds anything); Server runs it on UDP and TCP listeners.
+package dns
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Zone is the forward zone banger is authoritative for.
+const Zone = "vm."
+
+// TTL is the lifetime of answers and of negative answers: VMs come and go.
+const TTL = 5
+
+// ednsSize is the UDP payload size banger advertises (the DNS flag day value).
+const ednsSize = 1232
+
+// Lookup answers names in the zone (without the zone suffix, lowercase) and
+// reverse lookups.
+type Lookup interface {
+	LookupName(name string) (netip.Addr, bool)
+	LookupAddr(ip netip.Addr) (string, bool)
+}
+
+// Records is a concurrency-safe Lookup the daemon fills: Set when a VM
+// reaches running, Remove on stop/kill/delete, Replace on rebuild.
+type Records struct {
+	mu     sync.RWMutex
+	byName map[string]netip.Addr
+	byAddr map[netip.Addr]string
+}
+
+// NewRecords returns an empty record set.
+func NewRecords() *Records {
+	return &Records{byName: map[string]netip.Addr{}, byAddr: map[netip.Addr]string{}}
+}
+
+// Set publishes name (case-insensitive, without ".vm") at ip, replacing any
+// earlier address of name and any earlier name of ip.
+func (r *Records) Set(name string, ip netip.Addr) {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	ip = ip.Unmap()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.byName[name]; ok {
+		delete(r.byAddr, old)
+	}
+	if oldName, ok := r.byAddr[ip]; ok {
+		delete(r.byName, oldName)
+	}
+	r.byName[name] = ip
+	r.byAddr[ip] = name
+}
+
+// Remove unpublishes name; an unknown name is fine.
+func (r *Records) Remove(name string) {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ip, ok := r.byName[name]; ok {
+		delete(r.byName, name)
+		if r.byAddr[ip] == name {
+			delete(r.byAddr, ip)
+		}
+	}
+}
+
+// Replace swaps in a whole new set of records (after a daemon restart or a
+// reconcile).
+func (r *Records) Replace(m map[string]netip.Addr) {
+	byName := make(map[string]netip.Addr, len(m))
+	byAddr := make(map[netip.Addr]string, len(m))
+	for n, ip := range m {
+		n = strings.ToLower(strings.TrimSuffix(n, "."))
+		ip = ip.Unmap()
+		byName[n] = ip
+		byAddr[ip] = n
+	}
+	r.mu.Lock()
+	r.byName, r.byAddr = byName, byAddr
+	r.mu.Unlock()
+}
+
+// Len is the number of published names.
+func (r *Records) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byName)
+}
+
+// LookupName implements Lookup.
+func (r *Records) LookupName(name string) (netip.Addr, bool) {
+	r.mu.RLock()
+	ip, ok := r.byName[name]
+	r.mu.RUnlock()
+	return ip, ok
+}
+
+// LookupAddr implements Lookup.
+func (r *Records) LookupAddr(ip netip.Addr) (string, bool) {
+	r.mu.RLock()
+	n, ok := r.byAddr[ip]
+	r.mu.RUnlock()
+	return n, ok
+}
+
+// Handler answers for `vm.` and for the reverse zone of the VM subnet. It is
+// authoritative (AA), never recursive, and refuses everything else.
+type Handler struct {
+	lookup  Lookup
+	reverse netip.Prefix
+	revZone string
+	soaVM   *mdns.SOA
+	soaRev  *mdns.SOA
+}
+
+// NewHandler returns a Handler reading lookup, with PTR answers for guest
+// addresses inside reverse (the VM cidr).
+func NewHandler(lookup Lookup, reverse netip.Prefix) *Handler {
+	reverse = reverse.Masked()
+	h := &Handler{lookup: lookup, reverse: reverse, revZone: ReverseZone(reverse)}
+	h.soaVM = soa(Zone)
+	h.soaRev = soa(h.revZone)
+	return h
+}
+
+// ReverseZone is the in-addr.arpa zone covering prefix, at an octet
+// boundary (a /20 is answered from its /16 zone, PTRs only inside the /20).
+func ReverseZone(prefix netip.Prefix) string {
+	if !prefix.IsValid() || !prefix.Addr().Is4() {
+		return ""
+	}
+	b := prefix.Masked().Addr().As4()
+	var sb strings.Builder
+	for i := prefix.Bits()/8 - 1; i >= 0; i-- {
+		sb.WriteString(strconv.Itoa(int(b[i])))
+		sb.WriteByte('.')
+	}
+	sb.WriteString("in-addr.arpa.")
+	return sb.String()
+}
+
+func soa(zone string) *mdns.SOA {
+	return &mdns.SOA{
+		Hdr:     mdns.RR_Header{Name: zone, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: TTL},
+		Ns:      "ns." + Zone,
+		Mbox:    "hostmaster." + Zone,
+		Serial:  1,
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  TTL,
+	}
+}
+
+// ServeDNS implements dns.Handler.
+func (h *Handler) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
+	_ = w.WriteMsg(h.Answer(r))
+}
+
+// Answer builds the reply to r.
+func (h *Handler) Answer(r *mdns.Msg) *mdns.Msg {
+	m := new(mdns.Msg)
+	m.Id = r.Id
+	m.Response = true
+	m.Opcode = r.Opcode
+	m.RecursionDesired = r.RecursionDesired
+	m.CheckingDisabled = r.CheckingDisabled
+	if r.Response {
+		m.Rcode = mdns.RcodeFormatError
+		return m
+	}
+	if r.Opcode != mdns.OpcodeQuery {
+		m.Rcode = mdns.RcodeNotImplemented
+		return m
+	}
+	if len(r.Question) != 1 {
+		m.Rcode = mdns.RcodeFormatError
+		return m
+	}
+	m.Question = r.Question[:1:1]
+	if opt := r.IsEdns0(); opt != nil {
+		reply := &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT}}
+		reply.SetUDPSize(ednsSize)
+		m.Extra = []mdns.RR{reply}
+		if opt.Version() != 0 {
+			m.Rcode = mdns.RcodeBadVers
+			return m
+		}
+	}
+	q := r.Question[0]
+	if q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY {
+		m.Rcode = mdns.RcodeRefused
+		return m
+	}
+	name := strings.ToLower(q.Name)
+	switch {
+	case name == Zone:
+		h.apex(m, q, h.soaVM)
+	case strings.HasSuffix(name, "."+Zone):
+		h.forward(m, q, name[:len(name)-len(Zone)-1])
+	case h.revZone != "" && name == h.revZone:
+		h.apex(m, q, h.soaRev)
+	case h.revZone != "" && strings.HasSuffix(name, "."+h.revZone):
+		h.ptr(m, q, name)
+	default:
+		m.Rcode = mdns.RcodeRefused
+	}
+	return m
+}
+
+func (h *Handler) apex(m *mdns.Msg, q mdns.Question, s *mdns.SOA) {
+	m.Authoritative = true
+	if q.Qtype == mdns.TypeSOA || q.Qtype == mdns.TypeANY {
+		m.Answer = []mdns.RR{s}
+		return
+	}
+	m.Ns = []mdns.RR{s}
+}
+
+func (h *Handler) forward(m *mdns.Msg, q mdns.Question, label string) {
+	m.Authoritative = true
+	ip, ok := h.lookup.LookupName(label)
+	if !ok {
+		m.Rcode = mdns.RcodeNameError
+		m.Ns = []mdns.RR{h.soaVM}
+		return
+	}
+	if q.Qtype != mdns.TypeA && q.Qtype != mdns.TypeANY {
+		m.Ns = []mdns.RR{h.soaVM}
+		return
+	}
+	b := ip.As4()
+	m.Answer = []mdns.RR{&mdns.A{
+		Hdr: mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: TTL},
+		A:   net.IPv4(b[0], b[1], b[2], b[3]).To4(),
+	}}
+}
+
+func (h *Handler) ptr(m *mdns.Msg, q mdns.Question, name string) {
+	ip, ok := parseReverse(name)
+	if ok && !h.reverse.Contains(ip) {
+		// In the octet-aligned zone but outside the VM subnet: not ours.
+		m.Rcode = mdns.RcodeRefused
+		return
+	}
+	m.Authoritative = true
+	var host string
+	if ok {
+		host, ok = h.lookup.LookupAddr(ip)
+	}
+	if !ok {
+		m.Rcode = mdns.RcodeNameError
+		m.Ns = []mdns.RR{h.soaRev}
+		return
+	}
+	if q.Qtype != mdns.TypePTR && q.Qtype != mdns.TypeANY {
+		m.Ns = []mdns.RR{h.soaRev}
+		return
+	}
+	m.Answer = []mdns.RR{&mdns.PTR{
+		Hdr: mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypePTR, Class: mdns.ClassINET, Ttl: TTL},
+		Ptr: host + "." + Zone,
+	}}
+}
+
+// parseReverse reads "d.c.b.a.in-addr.arpa." (lowercase) as a.b.c.d.
+func parseReverse(name string) (netip.Addr, bool) {
+	rest, ok := strings.CutSuffix(name, ".in-addr.arpa.")
+	if !ok {
+		return netip.Addr{}, false
+	}
+	var b [4]byte
+	for i := 3; i >= 0; i-- {
+		var part string
+		if i == 0 {
+			part = rest
+		} else {
+			var found bool
+			part, rest, found = strings.Cut(rest, ".")
+			if !found {
+				return netip.Addr{}, false
+			}
+		}
+		if part == "" || len(part) > 3 || (len(part) > 1 && part[0] == '0') {
+			return netip.Addr{}, false
+		}
+		v := 0
+		for j := 0; j < len(part); j++ {
+			if part[j] < '0' || part[j] > '9' {
+				return netip.Addr{}, false
+			}
+			v = v*10 + int(part[j]-'0')
+		}
+		if v > 255 {
+			return netip.Addr{}, false
+		}
+		b[i] = byte(v)
+	}
+	return netip.AddrFrom4(b), true
+}

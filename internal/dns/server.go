@@ -1,0 +1,129 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Server runs a dns.Handler on UDP and TCP, on one or more addresses that
+// share a port (the loopback address, and the bridge address once the bridge
+// exists).
+type Server struct {
+	h   mdns.Handler
+	log *slog.Logger
+
+	mu      sync.Mutex
+	servers []*mdns.Server
+	addrs   []string
+	closed  bool
+}
+
+// NewServer returns a Server for h; nothing is bound until Listen.
+func NewServer(h mdns.Handler, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{h: h, log: log}
+}
+
+// Listen binds UDP and TCP on addr ("host:port"; port 0 picks one free port
+// for both) and starts serving. It may be called again for another address.
+func (s *Server) Listen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("dns listen address %q: %w; use host:port such as 127.0.0.1:42069", addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil {
+		return fmt.Errorf("dns listen address %q: %q is not an IP address", addr, host)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("dns server is closed")
+	}
+	var (
+		pc net.PacketConn
+		ln net.Listener
+	)
+	// With port 0 the UDP port is chosen first and TCP must get the same;
+	// retry a few times if another process holds it on TCP.
+	for attempt := 0; ; attempt++ {
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(host, port))
+		if err != nil {
+			return fmt.Errorf("dns: listening on udp %s: %w (is another dns server or banger daemon running? change dns_listen_addr)", addr, err)
+		}
+		bound := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+		ln, err = net.Listen("tcp", net.JoinHostPort(host, bound))
+		if err == nil {
+			break
+		}
+		pc.Close()
+		if port != "0" || attempt >= 10 {
+			return fmt.Errorf("dns: listening on tcp %s: %w (is another dns server or banger daemon running? change dns_listen_addr)", net.JoinHostPort(host, bound), err)
+		}
+	}
+	udp := &mdns.Server{PacketConn: pc, Handler: s.h, UDPSize: 4096}
+	tcp := &mdns.Server{Listener: ln, Handler: s.h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+	bound := pc.LocalAddr().String()
+	for i, srv := range []*mdns.Server{udp, tcp} {
+		started := make(chan struct{})
+		failed := make(chan error, 1)
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				s.log.Error("dns listener stopped", "addr", bound, "err", err)
+				failed <- err
+			}
+		}()
+		select {
+		case <-started:
+		case err := <-failed:
+			if i == 1 {
+				_ = udp.Shutdown()
+			}
+			pc.Close()
+			ln.Close()
+			return fmt.Errorf("dns: serving on %s: %w", bound, err)
+		}
+	}
+	s.servers = append(s.servers, udp, tcp)
+	s.addrs = append(s.addrs, bound)
+	s.log.Info("dns listening", "addr", bound, "proto", "udp+tcp")
+	return nil
+}
+
+// Addrs lists the bound addresses (host:port, port resolved), in the order
+// they were added.
+func (s *Server) Addrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.addrs...)
+}
+
+// Close stops every listener and waits for in-flight queries.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	servers := s.servers
+	s.servers, s.addrs, s.closed = nil, nil, true
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stopping dns server: %w", err)
+	}
+	return nil
+}
