@@ -11,9 +11,12 @@ DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 BIN := build/bin
 
-.PHONY: all build test test-unit test-system install install-helper uninstall-helper fcfake clean vet fmt
+.PHONY: all setup build test test-unit test-system install install-helper uninstall-helper fcfake clean vet fmt
 
 all: build
+
+setup: ## build, install, check the host, create a VM and open a shell in it
+	./scripts/setup.sh
 
 build: ## static banger, bangerd and banger-agent into build/bin
 	@mkdir -p $(BIN)

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/client"
+	"banger/internal/network"
 	"banger/internal/preflight"
 )
 
@@ -67,4 +68,9 @@ func (a *app) addDoctorCommand(root *cobra.Command) {
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().StringSliceVar(&ignore, "ignore-preflight-errors", nil, "check names whose failures only warn (e.g. kvm,vhost_vsock; all)")
 	root.AddCommand(cmd)
+}
+
+// forwardPolicy looks for a foreign FORWARD chain that drops bridge traffic.
+func forwardPolicy(bridge string) (bool, string, string, error) {
+	return network.ForwardPolicy(bridge)
 }

@@ -18,15 +18,16 @@ import (
 	"banger/internal/store"
 )
 
-// livePID finds the VM's Firecracker process, trusting the API socket over
-// the stored PID (which may be stale after a restart or a re-launch).
+// livePID finds the VM's Firecracker process. The stored PID counts only
+// if that process's command line names the VM's API socket; otherwise the
+// socket wins and /proc is scanned for the process serving it.
 func livePID(vm *store.VM) int {
 	sock := apiSock(vm)
-	if pid, err := firecracker.FindByAPISocket(sock); err == nil && pid > 0 {
-		return pid
-	}
 	if vm.PID > 0 && firecracker.Alive(vm.PID, sock) {
 		return vm.PID
+	}
+	if pid, err := firecracker.FindByAPISocket(sock); err == nil && pid > 0 {
+		return pid
 	}
 	return 0
 }
