@@ -287,7 +287,8 @@ func (m *Manager) Activate(ctx context.Context, d Disk) (store.StorageState, err
 	if d.State.Phase == "" || d.State.Phase == PhaseCreating {
 		return d.State, fmt.Errorf("vm %s has no root disk; it was never created completely", d.VMID)
 	}
-	if m.driver == DriverCopy || d.State.Driver == DriverCopy {
+	// A VM keeps the driver it was created with.
+	if d.State.Driver == DriverCopy || (d.State.Driver == "" && m.driver == DriverCopy) {
 		st := d.State
 		if _, err := os.Stat(st.RootDisk); err != nil {
 			return st, fmt.Errorf("root disk of vm %s: %w", d.VMID, err)
