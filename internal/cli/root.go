@@ -151,6 +151,9 @@ func (a *app) rootCmd() *cobra.Command {
 	a.addVMCommands(root)
 	a.addImageCommands(root)
 	a.addDoctorCommand(root)
+	a.addSSHCommands(root)
+	a.addRuntimeCommands(root)
+	a.addTUICommands(root)
 	return root
 }
 
