@@ -243,6 +243,7 @@ func registry() map[string]opFunc {
 	addBaseOps(m)
 	addNetOps(m)
 	addStorageOps(m)
+	addImageOps(m)
 	return m
 }
 
