@@ -307,3 +307,96 @@ func parseReverse(name string) (netip.Addr, bool) {
 	}
 	return netip.AddrFrom4(b), true
 }
+
+// AnswerWire is the fast path for the common query, "A of a running
+// NAME.vm": it reads the question straight from the wire and writes the
+// reply into buf without unpacking or packing a Msg. It returns false for
+// anything else (including NXDOMAIN and every unusual header), and the
+// caller then goes through ServeDNS; both paths give the same answer, which
+// TestAnswerWireMatchesServeDNS and FuzzHandler check.
+func (h *Handler) AnswerWire(q, buf []byte) ([]byte, bool) {
+	const hdr = 12
+	if len(q) < hdr+5 {
+		return nil, false
+	}
+	// QR=0, opcode QUERY, no TC; RA/Z/AD/rcode must be zero so that an odd
+	// header takes the slow path. QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT<=1.
+	if q[2]&0xFA != 0 || q[3]&0x60 != 0 || q[3]&0x0F != 0 ||
+		q[4] != 0 || q[5] != 1 || q[6]|q[7]|q[8]|q[9]|q[10] != 0 || q[11] > 1 {
+		return nil, false
+	}
+	// Walk the question name: labels only (no compression), lowercasing
+	// into key everything before the final "vm" label.
+	var key [255]byte
+	n, off, labels := 0, hdr, 0
+	lastStart, lastLen := 0, 0
+	for {
+		if off >= len(q) {
+			return nil, false
+		}
+		l := int(q[off])
+		if l == 0 {
+			off++
+			break
+		}
+		if l > 63 || off+1+l > len(q) || n+l+1 > len(key) {
+			return nil, false
+		}
+		if labels > 0 {
+			key[n] = '.'
+			n++
+		}
+		lastStart, lastLen = n, l
+		for _, c := range q[off+1 : off+1+l] {
+			switch {
+			case c >= 'A' && c <= 'Z':
+				c += 'a' - 'A'
+			case c <= ' ' || c >= 0x7f || strings.IndexByte(".\\'@;()\"", c) >= 0:
+				// escaped in presentation form: slow path
+				return nil, false
+			}
+			key[n] = c
+			n++
+		}
+		labels++
+		off += 1 + l
+	}
+	if labels < 2 || lastLen != 2 || key[lastStart] != 'v' || key[lastStart+1] != 'm' {
+		return nil, false
+	}
+	qend := off + 4
+	if qend > len(q) {
+		return nil, false
+	}
+	qtype := uint16(q[off])<<8 | uint16(q[off+1])
+	qclass := uint16(q[off+2])<<8 | uint16(q[off+3])
+	if qtype != mdns.TypeA || qclass != mdns.ClassINET {
+		return nil, false
+	}
+	edns := q[11] == 1
+	if edns {
+		// Only a bare OPT: root owner, type OPT, version 0, no options.
+		o := q[qend:]
+		if len(o) != 11 || o[0] != 0 || o[1] != 0 || o[2] != byte(mdns.TypeOPT) || o[6] != 0 || o[9] != 0 || o[10] != 0 {
+			return nil, false
+		}
+	} else if qend != len(q) {
+		return nil, false
+	}
+	ip, ok := h.lookup.LookupName(string(key[:lastStart-1]))
+	if !ok || !ip.Is4() {
+		return nil, false
+	}
+	out := append(buf[:0], q[:qend]...)
+	out[2] = 0x80 | 0x04 | q[2]&0x01 // QR, AA, RD copied
+	out[3] = q[3] & 0x10             // CD copied
+	out[7] = 1                       // ANCOUNT
+	a := ip.As4()
+	out = append(out, 0xC0, hdr, // pointer to the question name
+		0, byte(mdns.TypeA), 0, byte(mdns.ClassINET),
+		0, 0, 0, TTL, 0, 4, a[0], a[1], a[2], a[3])
+	if edns {
+		out = append(out, 0, 0, byte(mdns.TypeOPT), ednsSize>>8, ednsSize&0xFF, 0, 0, 0, 0, 0, 0)
+	}
+	return out, true
+}

@@ -274,7 +274,13 @@ func FuzzHandler(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0, 1, 2})
+	f.Add(wire(mdns.Fqdn("DeV.vM"), mdns.TypeA, true))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if fast, ok := h.AnswerWire(data, nil); ok {
+			if err := sameAsSlowPath(h, data, fast); err != "" {
+				t.Fatal(err)
+			}
+		}
 		q := new(mdns.Msg)
 		// A message that does not unpack fully is still handed over in part:
 		// the handler must cope with whatever the unpacker produced.
@@ -288,6 +294,98 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("reply id %d response %v for query id %d", rec.msg.Id, rec.msg.Response, q.Id)
 		}
 	})
+}
+
+func wire(name string, qtype uint16, edns bool) []byte {
+	q := new(mdns.Msg)
+	q.SetQuestion(name, qtype)
+	if edns {
+		q.SetEdns0(4096, false)
+	}
+	b, err := q.Pack()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// sameAsSlowPath checks a fast-path reply against ServeDNS's for the same
+// query; it returns a description of the difference, or "".
+func sameAsSlowPath(h *Handler, query, fast []byte) string {
+	q := new(mdns.Msg)
+	if err := q.Unpack(query); err != nil {
+		return "fast path answered a query that does not unpack: " + err.Error()
+	}
+	rec := &recorder{}
+	h.ServeDNS(rec, q)
+	slow := new(mdns.Msg)
+	if err := slow.Unpack(rec.buf); err != nil {
+		return "slow reply does not unpack: " + err.Error()
+	}
+	got := new(mdns.Msg)
+	if err := got.Unpack(fast); err != nil {
+		return "fast reply does not unpack: " + err.Error()
+	}
+	if got.String() != slow.String() {
+		return "fast reply\n" + got.String() + "\ndiffers from slow reply\n" + slow.String()
+	}
+	return ""
+}
+
+func TestAnswerWireMatchesServeDNS(t *testing.T) {
+	h, _ := testHandler()
+	cd := new(mdns.Msg)
+	cd.SetQuestion("dev.vm.", mdns.TypeA)
+	cd.CheckingDisabled = true
+	cd.RecursionDesired = false
+	cdWire, _ := cd.Pack()
+	tests := []struct {
+		name  string
+		query []byte
+		fast  bool
+	}{
+		{"A", wire("dev.vm.", mdns.TypeA, false), true},
+		{"A mixed case", wire("DEV.Vm.", mdns.TypeA, false), true},
+		{"A with EDNS", wire("build-box.vm.", mdns.TypeA, true), true},
+		{"CD and no RD", cdWire, true},
+		{"unknown name", wire("nope.vm.", mdns.TypeA, false), false},
+		{"AAAA", wire("dev.vm.", mdns.TypeAAAA, false), false},
+		{"apex", wire("vm.", mdns.TypeA, false), false},
+		{"outside", wire("dev.example.", mdns.TypeA, false), false},
+		{"special char", wire("d\\@v.vm.", mdns.TypeA, false), false},
+		{"PTR", wire("2.0.16.172.in-addr.arpa.", mdns.TypePTR, false), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, ok := h.AnswerWire(tt.query, make([]byte, 0, 512))
+			if ok != tt.fast {
+				t.Fatalf("fast path taken = %v; want %v", ok, tt.fast)
+			}
+			if !ok {
+				return
+			}
+			if err := sameAsSlowPath(h, tt.query, out); err != "" {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func BenchmarkHandlerAWire(b *testing.B) {
+	recs := NewRecords()
+	for i := range 10 {
+		recs.Set("vm"+string(rune('a'+i)), netip.AddrFrom4([4]byte{172, 16, 0, byte(2 + i)}))
+	}
+	h := NewHandler(recs, netip.MustParsePrefix("172.16.0.0/24"))
+	q := wire("vmc.vm.", mdns.TypeA, false)
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		out, ok := h.AnswerWire(q, buf)
+		if !ok || len(out) == 0 {
+			b.Fatal("fast path not taken")
+		}
+	}
 }
 
 func BenchmarkHandlerA(b *testing.B) {

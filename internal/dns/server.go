@@ -20,10 +20,11 @@ type Server struct {
 	h   mdns.Handler
 	log *slog.Logger
 
-	mu      sync.Mutex
-	servers []*mdns.Server
-	addrs   []string
-	closed  bool
+	mu     sync.Mutex
+	udp    []*udpServer
+	tcp    []*mdns.Server
+	addrs  []string
+	closed bool
 }
 
 // NewServer returns a Server for h; nothing is bound until Listen.
@@ -50,16 +51,18 @@ func (s *Server) Listen(addr string) error {
 		return errors.New("dns server is closed")
 	}
 	var (
-		pc net.PacketConn
+		pc *net.UDPConn
 		ln net.Listener
 	)
 	// With port 0 the UDP port is chosen first and TCP must get the same;
 	// retry a few times if another process holds it on TCP.
 	for attempt := 0; ; attempt++ {
-		pc, err = net.ListenPacket("udp", net.JoinHostPort(host, port))
+		var c net.PacketConn
+		c, err = net.ListenPacket("udp", net.JoinHostPort(host, port))
 		if err != nil {
 			return fmt.Errorf("dns: listening on udp %s: %w (is another dns server or banger daemon running? change dns_listen_addr)", addr, err)
 		}
+		pc = c.(*net.UDPConn)
 		bound := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
 		ln, err = net.Listen("tcp", net.JoinHostPort(host, bound))
 		if err == nil {
@@ -70,31 +73,26 @@ func (s *Server) Listen(addr string) error {
 			return fmt.Errorf("dns: listening on tcp %s: %w (is another dns server or banger daemon running? change dns_listen_addr)", net.JoinHostPort(host, bound), err)
 		}
 	}
-	udp := &mdns.Server{PacketConn: pc, Handler: s.h, UDPSize: 4096}
-	tcp := &mdns.Server{Listener: ln, Handler: s.h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 	bound := pc.LocalAddr().String()
-	for i, srv := range []*mdns.Server{udp, tcp} {
-		started := make(chan struct{})
-		failed := make(chan error, 1)
-		srv.NotifyStartedFunc = func() { close(started) }
-		go func() {
-			if err := srv.ActivateAndServe(); err != nil {
-				s.log.Error("dns listener stopped", "addr", bound, "err", err)
-				failed <- err
-			}
-		}()
-		select {
-		case <-started:
-		case err := <-failed:
-			if i == 1 {
-				_ = udp.Shutdown()
-			}
-			pc.Close()
-			ln.Close()
-			return fmt.Errorf("dns: serving on %s: %w", bound, err)
+	tcp := &mdns.Server{Listener: ln, Handler: s.h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+	started := make(chan struct{})
+	failed := make(chan error, 1)
+	tcp.NotifyStartedFunc = func() { close(started) }
+	go func() {
+		if err := tcp.ActivateAndServe(); err != nil {
+			s.log.Error("dns tcp listener stopped", "addr", bound, "err", err)
+			failed <- err
 		}
+	}()
+	select {
+	case <-started:
+	case err := <-failed:
+		pc.Close()
+		ln.Close()
+		return fmt.Errorf("dns: serving tcp on %s: %w", bound, err)
 	}
-	s.servers = append(s.servers, udp, tcp)
+	s.udp = append(s.udp, newUDPServer(pc, s.h))
+	s.tcp = append(s.tcp, tcp)
 	s.addrs = append(s.addrs, bound)
 	s.log.Info("dns listening", "addr", bound, "proto", "udp+tcp")
 	return nil
@@ -111,13 +109,18 @@ func (s *Server) Addrs() []string {
 // Close stops every listener and waits for in-flight queries.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	servers := s.servers
-	s.servers, s.addrs, s.closed = nil, nil, true
+	udp, tcp := s.udp, s.tcp
+	s.udp, s.tcp, s.addrs, s.closed = nil, nil, nil, true
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var errs []error
-	for _, srv := range servers {
+	for _, u := range udp {
+		if err := u.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, srv := range tcp {
 		if err := srv.ShutdownContext(ctx); err != nil {
 			errs = append(errs, err)
 		}

@@ -118,6 +118,18 @@ func TestServerUDPTCPTwoListeners(t *testing.T) {
 	}
 }
 
+func TestServerIPv6(t *testing.T) {
+	s, _ := startServer(t)
+	if err := s.Listen("[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		if got := aOf(t, query(t, network, s.Addrs()[1], "dev.vm.", mdns.TypeA)); got != "172.16.0.2" {
+			t.Errorf("%s over [::1]: %s", network, got)
+		}
+	}
+}
+
 func TestServerListenErrors(t *testing.T) {
 	s, _ := startServer(t)
 	for _, addr := range []string{"localhost", "nohost:53", s.Addrs()[0]} {
