@@ -60,6 +60,14 @@ func addNetOps(m map[string]opFunc) {
 	m["nat-add"] = opNATAdd
 	m["nat-remove"] = opNATRemove
 	m["nat-teardown"] = opNATTeardown
+	m["forward-policy"] = opForwardPolicy
+}
+
+// ForwardPolicyResult is the doctor's forward_policy finding.
+type ForwardPolicyResult struct {
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
 }
 
 // EnsureBridge makes the bridge exist with ip/prefixlen on it and up,
@@ -108,6 +116,15 @@ func (c *Client) NATRemove(ctx context.Context, addr netip.Addr) error {
 // NATTeardown removes banger's NAT table; a missing table is fine.
 func (c *Client) NATTeardown(ctx context.Context) error {
 	return c.call(ctx, "nat-teardown", struct{}{}, nil)
+}
+
+// ForwardPolicy runs the doctor check forward_policy (reading nftables needs
+// root): whether another table's forward chain drops the bridge's traffic,
+// and the rules to add if so. It changes nothing.
+func (c *Client) ForwardPolicy(ctx context.Context, bridge string) (ForwardPolicyResult, error) {
+	var res ForwardPolicyResult
+	err := c.call(ctx, "forward-policy", BridgeArgs{Name: bridge}, &res)
+	return res, err
 }
 
 func checkBridgeName(name string) error {
@@ -273,4 +290,22 @@ func opNATTeardown(ctx context.Context, c Caller, raw json.RawMessage) (any, err
 		return nil, err
 	}
 	return nil, network.NATTeardown()
+}
+
+func opForwardPolicy(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a BridgeArgs
+	if err := decode("forward-policy", raw, &a); err != nil {
+		return nil, err
+	}
+	if a.IP != "" || a.Prefix != "" {
+		return nil, fmt.Errorf("%w: forward-policy takes only a name", ErrRefused)
+	}
+	if err := checkBridgeName(a.Name); err != nil {
+		return nil, err
+	}
+	ok, detail, fix, err := network.ForwardPolicy(a.Name)
+	if err != nil {
+		return nil, err
+	}
+	return ForwardPolicyResult{OK: ok, Detail: detail, Fix: fix}, nil
 }

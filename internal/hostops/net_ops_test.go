@@ -59,7 +59,7 @@ func TestNetOpsRefuseBadArguments(t *testing.T) {
 
 func TestNetOpsRegistered(t *testing.T) {
 	names := OpNames()
-	for _, op := range []string{"ensure-bridge", "create-tap", "delete-tap", "nat-ensure", "nat-add", "nat-remove", "nat-teardown", "delete-bridge"} {
+	for _, op := range []string{"ensure-bridge", "create-tap", "delete-tap", "nat-ensure", "nat-add", "nat-remove", "nat-teardown", "delete-bridge", "forward-policy"} {
 		if !slices.Contains(names, op) {
 			t.Errorf("op %s is not registered (have %v)", op, names)
 		}
@@ -278,7 +278,12 @@ func TestNetOpsPrivilegedInProcess(t *testing.T) {
 // real iptables and nft, and checks the doctor is then satisfied.
 func TestForwardPolicyFixWorks(t *testing.T) {
 	ns := namedNetns(t)
+	ctx := context.Background()
+	c := New(Options{})
 	const bridge = "bangert8"
+	if _, err := c.ForwardPolicy(ctx, "docker0"); !errors.Is(err, ErrRefused) {
+		t.Fatalf("ForwardPolicy(docker0) = %v; want refused", err)
+	}
 	setups := []struct {
 		name  string
 		setup [][]string
@@ -294,14 +299,16 @@ func TestForwardPolicyFixWorks(t *testing.T) {
 		for _, cmd := range s.setup {
 			inNS(t, ns, cmd...)
 		}
-		ok, detail, fix, err := network.ForwardPolicy(bridge)
+		res, err := c.ForwardPolicy(ctx, bridge)
+		ok, detail, fix := res.OK, res.Detail, res.Fix
 		if err != nil || ok || !strings.Contains(fix, s.want) {
 			t.Fatalf("%s: ForwardPolicy = %v, %q, %q, %v; want a fix with %q", s.name, ok, detail, fix, err, s.want)
 		}
 		for _, line := range strings.Split(fix, "\n") {
 			inNS(t, ns, "sh", "-c", line)
 		}
-		ok, detail, fix, err = network.ForwardPolicy(bridge)
+		res, err = c.ForwardPolicy(ctx, bridge)
+		ok, detail, fix = res.OK, res.Detail, res.Fix
 		if err != nil || !ok {
 			t.Fatalf("%s: after applying the fix ForwardPolicy = %v, %q, %q, %v", s.name, ok, detail, fix, err)
 		}

@@ -56,7 +56,10 @@ func CheckCIDR(prefix netip.Prefix, bridge string) error {
 			continue
 		}
 		rp, ok := prefixOf(r.Dst)
-		if !ok || rp.Bits() == 0 || !rp.Overlaps(p) {
+		// Default routes, and the 0/1 + 128/1 pair a full-tunnel VPN uses
+		// in their place, cover everything; the bridge's more specific route
+		// wins over them, so they are no conflict.
+		if !ok || rp.Bits() <= 1 || !rp.Overlaps(p) {
 			continue
 		}
 		if r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST {

@@ -117,8 +117,11 @@ func natTable() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyIPv4, Name: NATTable}
 }
 
+// natSet describes banger's set. The batch-local ID is fixed: a non-zero ID
+// keeps the library from bumping its package-global counter, which would be
+// a data race between concurrent calls, and each batch holds this one set.
 func natSet(t *nftables.Table) *nftables.Set {
-	return &nftables.Set{Table: t, Name: NATSet, KeyType: nftables.TypeIPAddr}
+	return &nftables.Set{Table: t, ID: 1, Name: NATSet, KeyType: nftables.TypeIPAddr}
 }
 
 // NATEnsure installs banger's table, guest set and chains (replacing the

@@ -379,8 +379,14 @@ func TestPrivilegedCheckCIDR(t *testing.T) {
 	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d.Attrs().Index, Table: 51820, Dst: &net.IPNet{IP: net.IPv4(10, 210, 0, 0), Mask: net.CIDRMask(16, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(0, 0, 0, 0), Mask: net.CIDRMask(0, 32)}}); err != nil {
-		t.Fatal(err)
+	for _, dst := range []*net.IPNet{
+		{IP: net.IPv4(0, 0, 0, 0), Mask: net.CIDRMask(0, 32)},
+		{IP: net.IPv4(0, 0, 0, 0), Mask: net.CIDRMask(1, 32)},
+		{IP: net.IPv4(128, 0, 0, 0), Mask: net.CIDRMask(1, 32)},
+	} {
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: d.Attrs().Index, Dst: dst}); err != nil {
+			t.Fatalf("adding route %s: %v", dst, err)
+		}
 	}
 	const bridge = "bangert2"
 	if _, err := EnsureBridge(bridge, netip.MustParseAddr("10.50.0.1"), netip.MustParsePrefix("10.50.0.0/24")); err != nil {
@@ -397,6 +403,7 @@ func TestPrivilegedCheckCIDR(t *testing.T) {
 		{"10.50.0.0/31", bridge, "too small"},
 		{"10.50.0.0/24", bridge, ""},
 		{"10.51.0.0/24", bridge, ""},
+		{"192.168.200.0/24", bridge, ""}, // under 128.0.0.0/1 and the default route
 	}
 	for _, tt := range tests {
 		err := CheckCIDR(netip.MustParsePrefix(tt.cidr), tt.bridge)
