@@ -66,3 +66,9 @@ uninstall-helper:
 
 clean:
 	rm -rf build
+
+# Daemon benchmarks need root and run inside a throwaway network namespace.
+bench: fcfake
+	@ns=bgbench$$$$; ip netns add $$ns; ip -n $$ns link set lo up; \
+	trap 'ip netns del '$$ns EXIT; \
+	ip netns exec $$ns env BANGER_BENCH_NETNS=1 $(GO) test -run '^$$' -bench 'CreateToRunning|Create20' -benchtime $${BENCHTIME:-20x} ./internal/daemon/

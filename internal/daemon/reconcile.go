@@ -20,7 +20,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	if d.host == nil {
 		return fmt.Errorf("no privileged host seam configured")
 	}
-	if err := d.host.EnsureStateDirs(ctx, d.paths.StateDir, d.paths.VMsDir, d.paths.ImagesDir); err != nil {
+	if err := d.host.EnsureStateDirs(ctx, d.paths.VMsDir, d.paths.ImagesDir); err != nil {
 		return fmt.Errorf("preparing state directories: %w", err)
 	}
 	sm, err := storage.New(storage.Options{

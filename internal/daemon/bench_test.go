@@ -1,0 +1,198 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/client"
+	"banger/internal/config"
+	"banger/internal/hostops"
+)
+
+// benchEnv runs a real daemon in-process (real hostops, real taps in the
+// current network namespace) against the fake Firecracker. It must run in
+// a throwaway namespace: `make bench` wraps it in `ip netns exec`.
+type benchEnv struct {
+	cl   *client.Client
+	stop func()
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: creates a bridge and taps")
+	}
+	if os.Getenv("BANGER_BENCH_NETNS") != "1" {
+		b.Skip("run through `make bench`, which provides a throwaway network namespace")
+	}
+	dir, err := os.MkdirTemp("/tmp", "bgb-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mod := filepath.Dir(strings.TrimSpace(string(root)))
+	for out, pkg := range map[string]string{"fcfake": "./test/fcfake", "banger-agent": "./cmd/banger-agent"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
+		cmd.Dir = mod
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if o, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("building %s: %v: %s", pkg, err, o)
+		}
+	}
+	kernel := filepath.Join(dir, "vmlinux")
+	os.WriteFile(kernel, []byte("fake"), 0o644)
+	img := filepath.Join(dir, "img.ext4")
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "root"), 0o700)
+	os.WriteFile(filepath.Join(tree, "root", ".bashrc"), []byte("#\n"), 0o644)
+	if o, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, img, "16M").CombinedOutput(); err != nil {
+		b.Fatalf("mkfs: %v: %s", err, o)
+	}
+	env := map[string]string{
+		"HOME":                           dir,
+		"BANGER_STATE_DIR":               filepath.Join(dir, "s"),
+		"XDG_RUNTIME_DIR":                filepath.Join(dir, "r"),
+		"BANGER_CONFIG":                  filepath.Join(dir, "none.toml"),
+		"BANGER_FIRECRACKER_BIN":         filepath.Join(dir, "fcfake"),
+		"BANGER_KERNEL_PATH":             kernel,
+		"BANGER_VSOCK_AGENT_PATH":        filepath.Join(dir, "banger-agent"),
+		"BANGER_IGNORE_PREFLIGHT_ERRORS": "kvm",
+		"BANGER_STORAGE_DRIVER":          "copy",
+		"BANGER_DEFAULT_DISK_SIZE":       "64M",
+		"BANGER_DEFAULT_WORK_DISK_SIZE":  "64M",
+		"BANGER_DEFAULT_MEMORY_MIB":      "256",
+		"BANGER_STATS_POLL_INTERVAL":     "1h",
+		"BANGER_RECONCILE_INTERVAL":      "1h",
+	}
+	getenv := func(k string) string { return env[k] }
+	paths, err := config.DefaultPaths(getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	loaded, err := config.Load(paths, getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	host := hostops.New(hostops.Options{Roots: []string{paths.StateDir, paths.DataDir}})
+	d, err := New(context.Background(), Options{Loaded: loaded, Host: host})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }()
+	cl := client.New(paths.Socket)
+	for i := 0; ; i++ {
+		if _, err := cl.Ping(context.Background()); err == nil {
+			break
+		}
+		if i > 500 {
+			b.Fatal("daemon did not answer")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cl.Call(context.Background(), api.MethodImageRegister, api.ImageRegisterParams{Name: "debian", RootfsPath: img}, nil); err != nil {
+		b.Fatal(err)
+	}
+	return &benchEnv{cl: cl, stop: func() { cancel(); <-done }}
+}
+
+func (e *benchEnv) create(name string) (time.Duration, error) {
+	t0 := time.Now()
+	var res api.VMResult
+	if err := e.cl.Call(context.Background(), api.MethodVMCreate, api.VMCreateParams{Name: name}, &res); err != nil {
+		return 0, fmt.Errorf("create %s: %w", name, err)
+	}
+	took := time.Since(t0)
+	if res.Health == nil || !res.Health.Healthy {
+		return 0, fmt.Errorf("create %s: unhealthy: %+v", name, res.Health)
+	}
+	return took, nil
+}
+
+func (e *benchEnv) deleteAll(b *testing.B) {
+	var l api.VMList
+	if err := e.cl.Call(context.Background(), api.MethodVMList, nil, &l); err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, v := range l.VMs {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			if err := e.cl.Call(context.Background(), api.MethodVMDelete, api.VMRef{Ref: id}, nil); err != nil {
+				b.Errorf("delete: %v", err)
+			}
+		}(v.ID)
+	}
+	wg.Wait()
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// BenchmarkCreateToRunning measures vm.create until the VM is running and
+// its agent healthy, one VM at a time, against fcfake with a 16 MiB image.
+func BenchmarkCreateToRunning(b *testing.B) {
+	e := newBenchEnv(b)
+	defer e.stop()
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, err := e.create(fmt.Sprintf("b%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, d)
+		b.StopTimer()
+		e.deleteAll(b)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(ds, 0.5).Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(percentile(ds, 0.95).Microseconds())/1000, "p95-ms")
+}
+
+// BenchmarkCreate20Concurrent measures 20 concurrent creates to running.
+func BenchmarkCreate20Concurrent(b *testing.B) {
+	e := newBenchEnv(b)
+	defer e.stop()
+	var totals []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		for j := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := e.create(fmt.Sprintf("c%d-%d", i, j)); err != nil {
+					b.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		totals = append(totals, time.Since(t0))
+		b.StopTimer()
+		e.deleteAll(b)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(totals, 0.5).Microseconds())/1000, "total-ms")
+}
