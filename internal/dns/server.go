@@ -79,8 +79,15 @@ func (s *Server) Listen(addr string) error {
 	failed := make(chan error, 1)
 	tcp.NotifyStartedFunc = func() { close(started) }
 	go func() {
-		if err := tcp.ActivateAndServe(); err != nil {
-			s.log.Error("dns tcp listener stopped", "addr", bound, "err", err)
+		err := tcp.ActivateAndServe()
+		select {
+		case <-started:
+			// Running listeners report their own failure; a start-up
+			// failure is returned by Listen instead.
+			if err != nil {
+				s.log.Error("dns tcp listener stopped", "addr", bound, "err", err)
+			}
+		default:
 			failed <- err
 		}
 	}()
