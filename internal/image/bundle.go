@@ -151,9 +151,9 @@ type FileStatus struct {
 	Role     string `json:"role"`
 	Path     string `json:"path"`
 	Size     int64  `json:"size"`
-	SHA256   string `json:"sha256"`          // recorded in bundle.json
+	SHA256   string `json:"sha256"`           // recorded in bundle.json
 	Actual   string `json:"actual,omitempty"` // computed now
-	Status   string `json:"status"`          // ok, mismatch, missing
+	Status   string `json:"status"`           // ok, mismatch, missing
 	Problems string `json:"problem,omitempty"`
 }
 
