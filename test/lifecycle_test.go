@@ -218,8 +218,14 @@ func TestFailStartLeavesNothing(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "InstanceStart") {
 		t.Fatalf("create with failing start: code %d stderr %q", code, errOut)
 	}
-	if strings.Count(strings.TrimSpace(errOut), "\n") > 2 {
-		t.Fatalf("error is not short: %q", errOut)
+	var errLines []string
+	for _, l := range strings.Split(errOut, "\n") {
+		if strings.HasPrefix(l, "banger:") {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 || !strings.Contains(errLines[0], "delete it") {
+		t.Fatalf("want one error line saying what to do, got %q", errOut)
 	}
 	if taps := e.taps(); len(taps) != 0 {
 		t.Fatalf("taps left: %v", taps)

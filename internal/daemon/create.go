@@ -213,7 +213,7 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 	if !spec.noStart {
 		health, notices, err := d.startLocked(ctx, &vm, t0)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (vm %s was created but is stopped: fix the cause and run `banger vm start %s`, or delete it)", err, vm.Name, vm.Name)
 		}
 		res.Health = health
 		res.Notices = notices
