@@ -93,7 +93,7 @@ func TestVerify(t *testing.T) {
 		{"root not mounted", true, 0, map[string]answer{cmdWorkDisk: {"", 1}}, false, []string{"/root work disk"}},
 		{"wrong disk", true, 0, map[string]answer{cmdWorkDisk: {"/dev/vda\n", 0}}, false, []string{"/root work disk"}},
 		{"unit disabled", true, 0, map[string]answer{cmdAgentUnit: {"disabled\n", 1}}, false, []string{"agent unit"}},
-		{"ssh never", true, 1000, nil, false, []string{"ssh", "root shell", "/root work disk", "agent unit"}},
+		{"ssh never", true, 1 << 30, nil, false, []string{"ssh", "root shell", "/root work disk", "agent unit"}},
 		{"agent unhealthy", false, 0, nil, false, []string{"agent health", "ssh", "root shell", "/root work disk", "agent unit"}},
 	}
 	for _, tt := range tests {
@@ -106,7 +106,7 @@ func TestVerify(t *testing.T) {
 			ssh := &fakeSSH{answers: ans, down: tt.down}
 			// "ssh never" runs out of a short deadline; the others have time.
 			deadline := time.Minute
-			if tt.down >= 1000 {
+			if tt.down >= 1<<30 {
 				deadline = 50 * time.Millisecond
 			}
 			rep, err := Verify(context.Background(), VerifyOptions{Image: "void", VMs: vms, SSH: ssh, SSHDeadline: deadline, Sleep: noSleep})
