@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -79,16 +80,32 @@ func namedNetns(t *testing.T) string {
 			t.Skipf("needs %s (Debian packages iproute2, nftables, iptables): %v", tool, err)
 		}
 	}
+	// iproute2 creates and deletes the namespace: it also prepares
+	// /run/netns (a shared self-bind) the way every other `ip netns` user on
+	// the host expects, so a netns package mount never races with it.
+	name := fmt.Sprintf("bangertest-%d-%d", os.Getpid(), time.Now().UnixNano()%1000000)
+	if _, err := Run(context.Background(), "ip", "netns", "add", name); err != nil {
+		t.Fatalf("creating network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := Run(context.Background(), "ip", "netns", "del", name); err != nil {
+			t.Errorf("deleting network namespace: %v", err)
+		}
+	})
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := fmt.Sprintf("bangertest-%d", os.Getpid())
-	ns, err := netns.NewNamed(name)
+	ns, err := netns.GetFromName(name)
 	if err != nil {
 		orig.Close()
-		t.Fatalf("creating network namespace %s: %v", name, err)
+		t.Fatalf("opening network namespace %s: %v", name, err)
+	}
+	if err := netns.Set(ns); err != nil {
+		ns.Close()
+		orig.Close()
+		t.Fatalf("entering network namespace %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		if err := netns.Set(orig); err != nil {
@@ -96,9 +113,6 @@ func namedNetns(t *testing.T) string {
 		}
 		ns.Close()
 		orig.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("deleting network namespace %s: %v", name, err)
-		}
 	})
 	return name
 }
