@@ -75,6 +75,11 @@ func newSudoEnv(t *testing.T) *sudoEnv {
 		t.Fatal(err)
 	}
 	run(t, "chown", "-R", s.user+":", s.home)
+	// fcfake runs as the user and appends to the shared record file.
+	if err := os.WriteFile(e.record, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(e.record, 0o666)
 	e.state = filepath.Join(s.home, ".local", "state", "banger")
 	return s
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/client"
-	"banger/internal/network"
+	"banger/internal/hostops"
 	"banger/internal/preflight"
 )
 
@@ -33,7 +33,12 @@ func (a *app) addDoctorCommand(root *cobra.Command) {
 			ctx, cancel := context.WithTimeout(c.Context(), time.Second)
 			_, perr := client.New(l.Paths.Socket).Ping(ctx)
 			cancel()
-			env := preflight.Env{Config: cfg, Paths: l.Paths, DaemonRunning: perr == nil, ForwardPolicy: forwardPolicy}
+			host := hostops.New(hostops.Options{Roots: []string{l.Paths.StateDir, l.Paths.DataDir}, HelperPath: cfg.HelperPath})
+			fp := func(bridge string) (bool, string, string, error) {
+				r, err := host.ForwardPolicy(c.Context(), bridge)
+				return r.OK, r.Detail, r.Fix, err
+			}
+			env := preflight.Env{Config: cfg, Paths: l.Paths, DaemonRunning: perr == nil, ForwardPolicy: fp}
 			rs := preflight.Run(c.Context(), env)
 			failed := false
 			for _, r := range rs {
@@ -70,7 +75,3 @@ func (a *app) addDoctorCommand(root *cobra.Command) {
 	root.AddCommand(cmd)
 }
 
-// forwardPolicy looks for a foreign FORWARD chain that drops bridge traffic.
-func forwardPolicy(bridge string) (bool, string, string, error) {
-	return network.ForwardPolicy(bridge)
-}

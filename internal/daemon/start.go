@@ -159,7 +159,10 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second)
 		d.vms.forget(vm.ID, pr)
 		_ = os.Remove(vs)
-		return os.Remove(sock)
+		if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
 	})
 	vm.PID = pr.pid
 	d.saveVM(ctx, vm)
