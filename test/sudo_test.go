@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"banger/internal/api"
 )
 
@@ -33,7 +35,7 @@ type sudoEnv struct {
 func newSudoEnv(t *testing.T) *sudoEnv {
 	t.Helper()
 	requireRoot(t)
-	for _, tool := range []string{"sudo", "useradd", "userdel", "runuser", "visudo", "make"} {
+	for _, tool := range []string{"sudo", "useradd", "userdel", "runuser", "visudo", "make", "setfacl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (CI installs it)", tool)
 		}
@@ -51,6 +53,13 @@ func newSudoEnv(t *testing.T) *sudoEnv {
 		t.Fatal(err)
 	}
 	s.uid, _ = strconv.Atoi(u.Uid)
+	// Firecracker (here the fake) opens its tap through /dev/net/tun as the
+	// user. Distributions make it 0666; where it is 0600 (as on these test
+	// machines) the user gets an ACL entry for the test's duration.
+	if unix.Access("/dev/net/tun", unix.W_OK) == nil && !worldRW("/dev/net/tun") {
+		run(t, "setfacl", "-m", "u:"+s.user+":rw", "/dev/net/tun")
+		t.Cleanup(func() { exec.Command("setfacl", "-x", "u:"+s.user, "/dev/net/tun").Run() })
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +131,11 @@ func (s *sudoEnv) vmAs(name string) api.VM {
 		s.t.Fatal(err)
 	}
 	return v
+}
+
+func worldRW(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().Perm()&0o006 == 0o006
 }
 
 func procUID(pid int) int {

@@ -74,4 +74,3 @@ func (a *app) addDoctorCommand(root *cobra.Command) {
 	cmd.Flags().StringSliceVar(&ignore, "ignore-preflight-errors", nil, "check names whose failures only warn (e.g. kvm,vhost_vsock; all)")
 	root.AddCommand(cmd)
 }
-

@@ -163,7 +163,11 @@ func run(ctx context.Context, env Env, name string) Result {
 		if _, err := os.Stat("/dev/net/tun"); err != nil {
 			return Result{Status: Fail, Detail: "/dev/net/tun missing: taps cannot be created", Fix: "sudo modprobe tun"}
 		}
-		return Result{Status: Pass, Detail: "/dev/net/tun present"}
+		if err := unix.Access("/dev/net/tun", unix.R_OK|unix.W_OK); err != nil {
+			return Result{Status: Fail, Detail: "/dev/net/tun is not read-write for this user: Firecracker opens its tap through it",
+				Fix: "give it the usual mode (`sudo chmod 0666 /dev/net/tun`) or an ACL (`sudo setfacl -m u:$USER:rw /dev/net/tun`)"}
+		}
+		return Result{Status: Pass, Detail: "/dev/net/tun is read-write"}
 	case NAT:
 		if _, err := os.Stat("/proc/sys/net/ipv4/ip_forward"); err != nil {
 			return Result{Status: Warn, Detail: "cannot read net.ipv4.ip_forward: NAT may not work"}
