@@ -31,6 +31,7 @@ func (d *Daemon) methods() map[string]handler {
 		api.MethodImageRegister: d.rpcImageRegister,
 		api.MethodImageList:     d.rpcImageList,
 		api.MethodImageDelete:   d.rpcImageDelete,
+		api.MethodImageBuild:    d.rpcImageBuild,
 	}
 }
 

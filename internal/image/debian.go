@@ -14,6 +14,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -356,4 +357,18 @@ func copyTree(src, dst string) error {
 		}
 		return nil
 	})
+}
+
+// HaveDebootstrap reports whether debootstrap is installed, looking on PATH
+// and in the sbin directories a user's PATH often lacks.
+func HaveDebootstrap() bool {
+	if _, err := exec.LookPath("debootstrap"); err == nil {
+		return true
+	}
+	for _, p := range []string{"/usr/sbin/debootstrap", "/sbin/debootstrap"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
 }
