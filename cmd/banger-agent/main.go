@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -57,18 +56,10 @@ func run() int {
 	}
 	log.Info("banger-agent listening", "version", version, "port", *port)
 	h := agent.Handler(agent.Options{Version: version, Logger: log})
-	if err := agent.Serve(ctx, agent.HostCIDOnly(l, vsockCID), h); err != nil {
+	if err := agent.Serve(ctx, agent.HostCIDOnly(l, agent.VsockCID), h); err != nil {
 		log.Error("serving", "err", err)
 		return 1
 	}
 	log.Info("banger-agent stopped")
 	return 0
-}
-
-func vsockCID(a net.Addr) (uint32, bool) {
-	va, ok := a.(*vsock.Addr)
-	if !ok {
-		return 0, false
-	}
-	return va.ContextID, true
 }
