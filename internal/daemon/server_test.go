@@ -48,8 +48,11 @@ func (f *fakeHost) EnsureStateDirs(_ context.Context, dirs ...string) error {
 func (f *fakeHost) EnsureBridge(context.Context, string, netip.Addr, netip.Prefix) (bool, error) {
 	return false, nil
 }
-func (f *fakeHost) CreateTap(_ context.Context, name, _ string) error { f.taps[name] = true; return nil }
-func (f *fakeHost) DeleteTap(_ context.Context, name string) error    { delete(f.taps, name); return nil }
+func (f *fakeHost) CreateTap(_ context.Context, name, _ string) error {
+	f.taps[name] = true
+	return nil
+}
+func (f *fakeHost) DeleteTap(_ context.Context, name string) error { delete(f.taps, name); return nil }
 func (f *fakeHost) NATEnsure(context.Context, string, netip.Prefix) (bool, error) {
 	return false, nil
 }
