@@ -53,6 +53,7 @@ func (r *VerifyReport) Passed() bool {
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
 	Image       string
+	Name        string // the throwaway VM's name; "" means VerifyVMName()
 	VMs         VMs
 	SSH         SSHRunner
 	SSHDeadline time.Duration // how long to retry until sshd answers; 0 means 60s
@@ -78,7 +79,10 @@ func VerifyVMName() string {
 // Verify boots a throwaway VM from the image, waits for its agent (the
 // create result) and SSH, runs the checks, and always deletes the VM.
 func Verify(ctx context.Context, opts VerifyOptions) (rep *VerifyReport, err error) {
-	name := VerifyVMName()
+	name := opts.Name
+	if name == "" {
+		name = VerifyVMName()
+	}
 	rep = &VerifyReport{Image: opts.Image, VM: name}
 	if opts.SSHDeadline == 0 {
 		opts.SSHDeadline = 60 * time.Second
