@@ -1,6 +1,161 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"os"
+	"os/exec"
+	"strings"
 
-// addTUICommands registers `tui`, `completion` and `daemon install`.
-func (a *app) addTUICommands(root *cobra.Command) {}
+	tea "charm.land/bubbletea/v2"
+	"github.com/spf13/cobra"
+
+	"banger/internal/tui"
+)
+
+// addTUICommands registers `tui`, `completion` and `daemon install`, and
+// then walks the whole command tree to add dynamic completion, live
+// progress on `vm start`/`vm restart`, and examples where a command has none.
+func (a *app) addTUICommands(root *cobra.Command) {
+	root.AddCommand(a.tuiCmd(), a.completionCmd())
+	for _, c := range root.Commands() {
+		if c.Name() == "daemon" {
+			c.AddCommand(a.daemonInstallCmd())
+		}
+	}
+	a.walkTree(root)
+}
+
+func (a *app) tuiCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "tui",
+		Short: "Watch and drive your VMs in a terminal UI",
+		Long: `A live table of VMs (state, health, address, CPU and memory use) updated from the
+daemon's event stream, with a detail pane and keys for start, stop, restart, kill,
+delete, NAT, ssh and create. Set NO_COLOR for plain output.`,
+		Example: "  banger tui\n  NO_COLOR=1 banger tui",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if !a.isTerminal(os.Stdout) {
+				return usageErrorf("banger tui needs a terminal; use `banger vm list` in scripts")
+			}
+			cl, err := a.client(c.Context())
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return failf("finding the banger executable for ssh: %v", err)
+			}
+			opts := tui.Options{
+				NoColor: a.getenv("NO_COLOR") != "",
+				SSH: func(name string, done func(error) tea.Msg) tea.Cmd {
+					return tea.ExecProcess(exec.Command(self, "vm", "ssh", name), func(err error) tea.Msg { return done(err) })
+				},
+			}
+			return tui.Run(c.Context(), tui.FromClient(cl), opts)
+		},
+	}
+}
+
+func (a *app) completionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "completion bash|zsh|fish",
+		Short: "Print a shell completion script (VM and image names complete from the running daemon)",
+		Example: `  banger completion bash > ~/.local/share/bash-completion/completions/banger
+  banger completion zsh > "${fpath[1]}/_banger"
+  banger completion fish > ~/.config/fish/completions/banger.fish`,
+		ValidArgs: []string{"bash", "zsh", "fish"},
+		Args:      cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			root := c.Root()
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(a.stdout, true)
+			case "zsh":
+				return root.GenZshCompletion(a.stdout)
+			case "fish":
+				return root.GenFishCompletion(a.stdout, true)
+			}
+			return usageErrorf("no completion for shell %q; use bash, zsh or fish", args[0])
+		},
+	}
+}
+
+// examples for commands defined without one, by command path.
+var extraExamples = map[string]string{
+	"banger":                 "  banger vm create dev && banger vm ssh dev\n  banger tui",
+	"banger vm":              "  banger vm create dev\n  banger vm list\n  banger vm stop dev",
+	"banger image":           "  banger image list\n  banger image register mydebian --rootfs ./rootfs.ext4",
+	"banger daemon":          "  banger daemon status\n  banger daemon install",
+	"banger daemon start":    "  banger daemon start",
+	"banger daemon stop":     "  banger daemon stop   # VMs keep running",
+	"banger config":          "  banger config show",
+	"banger version":         "  banger version",
+	"banger runtime":         "  banger runtime show",
+	"banger image build":     "  banger image build debian\n  banger image build void",
+	"banger help":            "  banger help vm create",
+	"banger completion bash": "  banger completion bash > ~/.local/share/bash-completion/completions/banger",
+}
+
+// vmCommandsTakingMany are `vm` subcommands whose arguments are VMs; the
+// others (show, logs, ssh) take one.
+func takesVMs(c *cobra.Command) (bool, bool) {
+	use := c.Use
+	if !strings.Contains(use, "VM") {
+		return false, false
+	}
+	return true, strings.Contains(use, "VM...")
+}
+
+func (a *app) walkTree(root *cobra.Command) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Example == "" {
+			c.Example = extraExamples[c.CommandPath()]
+		}
+		if p := c.Parent(); p != nil && p.Name() == "vm" && c.ValidArgsFunction == nil {
+			if ok, many := takesVMs(c); ok {
+				c.ValidArgsFunction = a.completeVMs(many)
+			}
+		}
+		if p := c.Parent(); p != nil && p.Name() == "image" && c.Name() == "delete" && c.ValidArgsFunction == nil {
+			c.ValidArgsFunction = a.completeImages
+		}
+		if c.Flags().Lookup("image") != nil {
+			_ = c.RegisterFlagCompletionFunc("image", a.completeImages)
+		}
+		if p := c.Parent(); p != nil && p.Name() == "vm" && (c.Name() == "start" || c.Name() == "restart") {
+			a.addStartProgress(c)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}
+
+// addStartProgress wraps `vm start`/`vm restart` so they print boot stages
+// as they happen (nothing with --quiet or --json).
+func (a *app) addStartProgress(c *cobra.Command) {
+	run := c.RunE
+	if run == nil {
+		return
+	}
+	var quiet bool
+	if c.Flags().Lookup("quiet") == nil {
+		c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the result, no progress")
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		jsonOut, _ := cmd.Flags().GetBool("json")
+		q, _ := cmd.Flags().GetBool("quiet")
+		if q || jsonOut || len(args) == 0 {
+			return run(cmd, args)
+		}
+		cl, err := a.client(cmd.Context())
+		if err != nil {
+			return err
+		}
+		stop := a.showProgress(cmd.Context(), cl, false, args)
+		defer stop()
+		return run(cmd, args)
+	}
+}

@@ -157,32 +157,7 @@ func (a *app) printStarted(res api.VMResult, verb string) {
 // progress prints create/start stages from the event stream until stop is
 // called. It prints nothing when quiet.
 func (a *app) progress(ctx context.Context, cl *client.Client, quiet bool, name string) func() {
-	if quiet {
-		return func() {}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	ch, _, err := cl.Events(ctx)
-	if err != nil {
-		cancel()
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range ch {
-			if ev.Kind != api.EventVMProgress {
-				continue
-			}
-			if name != "" && ev.VM != nil && ev.VM.Name != name {
-				continue
-			}
-			fmt.Fprintf(a.stderr, "  %-10s %6.2fs  %s\n", ev.Stage, ev.Elapsed, ev.Message)
-		}
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
+	return a.showProgress(ctx, cl, quiet, []string{name})
 }
 
 func (a *app) vmBatchCmd(verb, short, method string) *cobra.Command {
