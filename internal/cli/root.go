@@ -154,6 +154,7 @@ func (a *app) rootCmd() *cobra.Command {
 	a.addSSHCommands(root)
 	a.addRuntimeCommands(root)
 	a.addTUICommands(root)
+	a.addDNSCommands(root)
 	return root
 }
 
