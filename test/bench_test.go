@@ -1,0 +1,123 @@
+//go:build system
+
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"banger/internal/store"
+)
+
+// cliBench is a daemon (no VMs running) for whole-process CLI timings. It
+// needs no root: nothing touches the host network.
+type cliBench struct {
+	dir  string
+	bins binaries
+}
+
+func newCLIBench(b *testing.B) *cliBench {
+	b.Helper()
+	t := &testing.T{}
+	bins := buildBinaries(t)
+	if bins.banger == "" {
+		b.Fatal("building binaries failed")
+	}
+	dir, err := os.MkdirTemp("/tmp", "bclib-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &cliBench{dir: dir, bins: bins}
+	b.Cleanup(func() {
+		c.cmd("daemon", "stop").Run()
+		os.RemoveAll(dir)
+	})
+	return c
+}
+
+func (c *cliBench) cmd(args ...string) *exec.Cmd {
+	cmd := exec.Command(c.bins.banger, args...)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + c.dir,
+		"BANGER_STATE_DIR=" + filepath.Join(c.dir, "s"),
+		"XDG_RUNTIME_DIR=" + filepath.Join(c.dir, "r"),
+		"BANGER_CONFIG=" + filepath.Join(c.dir, "none.toml"),
+		"BANGER_DNS_LISTEN_ADDR=127.0.0.1:42199",
+	}
+	return cmd
+}
+
+// seed writes n stopped VMs straight into the store.
+func (c *cliBench) seed(b *testing.B, n int) {
+	st, err := store.Open(context.Background(), filepath.Join(c.dir, "s", "banger.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	img := store.Image{Name: "debian", RootfsPath: "/nonexistent/rootfs.ext4", SizeBytes: 1 << 30, Source: "registered"}
+	if err := st.CreateImage(context.Background(), &img); err != nil {
+		b.Fatal(err)
+	}
+	next := netip.MustParseAddr("10.200.0.2")
+	for i := range n {
+		vm := store.VM{Name: fmt.Sprintf("vm%03d", i), ImageID: img.ID, State: "stopped", VCPU: 2, MemoryMiB: 1024,
+			DiskBytes: 8 << 30, WorkDiskBytes: 16 << 30, Dir: filepath.Join(c.dir, "s", "vms", fmt.Sprint(i))}
+		err := st.CreateVM(context.Background(), &vm, func(u store.Used) (store.Allocation, error) {
+			ip := next
+			next = next.Next()
+			return store.Allocation{IP: ip, MAC: fmt.Sprintf("02:fc:%02x:%02x:%02x:%02x", ip.As4()[0], ip.As4()[1], ip.As4()[2], ip.As4()[3]), CID: uint32(3 + i)}, nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// timeRuns runs the command b.N times (after one warm-up) and reports the
+// median and p95 wall time of the whole process.
+func timeRuns(b *testing.B, mk func() *exec.Cmd) {
+	if out, err := mk().CombinedOutput(); err != nil {
+		b.Fatalf("warm-up: %v: %s", err, out)
+	}
+	var ds []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cmd := mk()
+		t0 := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("run: %v: %s", err, out)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	b.StopTimer()
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(ds[(len(ds)-1)*95/100].Microseconds())/1000, "p95-ms")
+}
+
+// BenchmarkVMList500 times `banger vm list` as a whole process with 500
+// VMs in the store. Run: go test -tags system -run '^$' -bench VMList500 -benchtime 20x ./test/
+func BenchmarkVMList500(b *testing.B) {
+	c := newCLIBench(b)
+	c.seed(b, 500)
+	if out, err := c.cmd("daemon", "start").CombinedOutput(); err != nil {
+		b.Fatalf("daemon start: %v: %s", err, out)
+	}
+	timeRuns(b, func() *exec.Cmd { return c.cmd("vm", "list") })
+}
+
+// BenchmarkDaemonStatus times `banger daemon status` as a whole process.
+func BenchmarkDaemonStatus(b *testing.B) {
+	c := newCLIBench(b)
+	if out, err := c.cmd("daemon", "start").CombinedOutput(); err != nil {
+		b.Fatalf("daemon start: %v: %s", err, out)
+	}
+	timeRuns(b, func() *exec.Cmd { return c.cmd("daemon", "status") })
+}
