@@ -55,6 +55,7 @@ install-helper: build
 	if [ -z "$$user" ] || [ "$$user" = root ]; then echo "run as: sudo make install-helper (or set HELPER_USER=name)"; exit 2; fi; \
 	install -d -o root -g root -m 0755 $(HELPER_DIR); \
 	install -o root -g root -m 0755 $(BIN)/banger $(HELPER_DIR)/banger; \
+	rm -rf $(HELPER_DIR)/images && cp -R --no-preserve=ownership,mode images $(HELPER_DIR)/images && chown -R root:root $(HELPER_DIR)/images && chmod -R u=rwX,go=rX $(HELPER_DIR)/images; \
 	tmp=$$(mktemp); \
 	echo "$$user ALL=(root) NOPASSWD: $(HELPER_DIR)/banger internal *" > $$tmp; \
 	visudo -cf $$tmp >/dev/null || { rm -f $$tmp; echo "sudoers rule failed validation"; exit 1; }; \
@@ -72,3 +73,14 @@ bench: fcfake
 	@ns=bgbench$$$$; ip netns add $$ns; ip -n $$ns link set lo up; \
 	trap 'ip netns del '$$ns EXIT; \
 	ip netns exec $$ns env BANGER_BENCH_NETNS=1 $(GO) test -run '^$$' -bench 'CreateToRunning|Create20' -benchtime $${BENCHTIME:-20x} ./internal/daemon/
+
+# issue 7: the guest kernel (Firecracker's CI config on Debian's
+# linux-source-6.1), built once per machine and cached by config hash, and
+# the real boot lane (Debian image built by banger, booted under QEMU TCG,
+# checked over SSH). Both need root.
+.PHONY: kernel test-image
+kernel:
+	./scripts/build-kernel.sh
+
+test-image: build
+	./scripts/test-image.sh
