@@ -42,14 +42,18 @@ func (a *app) showProgress(ctx context.Context, cl *client.Client, quiet bool, r
 		return func() {}
 	}
 	p := &progressPrinter{w: a.stderr, tty: a.isTerminal(a.stderr), refs: refs, start: time.Now()}
+	finish := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.run(ctx, ch)
+		p.run(ctx, ch, finish)
 	}()
 	return func() {
-		cancel()
+		// The call's last stages were published just before its reply:
+		// let them arrive before closing the stream.
+		close(finish)
 		<-done
+		cancel()
 	}
 }
 
@@ -81,8 +85,15 @@ func (p *progressPrinter) wanted(ev api.Event) bool {
 	return false
 }
 
-func (p *progressPrinter) run(ctx context.Context, ch <-chan api.Event) {
-	var tick <-chan time.Time
+// progressDrain bounds how long progress waits for the last stages after
+// the call returned: until the stream is quiet for progressQuiet.
+const (
+	progressDrain = 500 * time.Millisecond
+	progressQuiet = 100 * time.Millisecond
+)
+
+func (p *progressPrinter) run(ctx context.Context, ch <-chan api.Event, finish <-chan struct{}) {
+	var tick, quiet, hard <-chan time.Time
 	if p.tty {
 		t := time.NewTicker(spinner.MiniDot.FPS)
 		defer t.Stop()
@@ -98,6 +109,16 @@ func (p *progressPrinter) run(ctx context.Context, ch <-chan api.Event) {
 			if p.wanted(ev) {
 				p.stage(ev)
 			}
+			if quiet != nil {
+				quiet = time.After(progressQuiet)
+			}
+		case <-finish:
+			finish = nil
+			quiet, hard = time.After(progressQuiet), time.After(progressDrain)
+		case <-quiet:
+			return
+		case <-hard:
+			return
 		case <-tick:
 			p.spin()
 		case <-ctx.Done():

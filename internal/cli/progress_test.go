@@ -27,7 +27,7 @@ func TestProgressPrinter(t *testing.T) {
 			ch <- e
 		}
 		close(ch)
-		p.run(context.Background(), ch)
+		p.run(context.Background(), ch, nil)
 		return buf.String()
 	}
 	t.Run("plain", func(t *testing.T) {
