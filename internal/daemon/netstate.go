@@ -52,6 +52,7 @@ func (d *Daemon) ensureBridge(ctx context.Context) error {
 	if created {
 		d.log.Info("created bridge", "bridge", d.cfg.BridgeName, "ip", d.cfg.BridgeIP.String())
 		d.net.bridgeDNS = false
+		d.reapplyResolver(ctx)
 	}
 	if !d.net.bridgeDNS && d.net.server != nil {
 		addr := netip.AddrPortFrom(d.cfg.BridgeIP, d.cfg.DNSListenAddr.Port()).String()

@@ -244,6 +244,7 @@ func registry() map[string]opFunc {
 	addNetOps(m)
 	addStorageOps(m)
 	addImageOps(m)
+	addResolverOps(m)
 	return m
 }
 
