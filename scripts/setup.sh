@@ -44,7 +44,5 @@ if ! banger vm show "$name" >/dev/null 2>&1; then
 else
   banger vm start "$name"
 fi
-ip=$(banger vm show "$name" | awk '$1 == "ip" {print $2}')
-key=$(banger config show | awk '$1 == "ssh_key_path" {print $2}')
 say "opening a shell in $name (exit to leave; the VM keeps running)"
-exec ssh -i "$key" -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new "root@$ip"
+exec banger vm ssh "$name"

@@ -185,6 +185,8 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 		return nil, fmt.Errorf("recording vm %s: %w", spec.name, err)
 	}
 	rv.add("delete vm row", func(ctx context.Context) error { return d.store.DeleteVM(ctx, vm.ID) })
+	// A new VM may reuse an old one's name or address: its host keys are new.
+	d.forgetKnownHosts(vm.Name, vm.IP.String())
 	d.progress(&vm, t0, "allocate", fmt.Sprintf("ip %s, cid %d", vm.IP, vm.CID))
 	if err := os.MkdirAll(d.paths.VMsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", d.paths.VMsDir, err)

@@ -270,6 +270,7 @@ func (d *Daemon) rpcDelete(ctx context.Context, raw json.RawMessage) (any, error
 	if err := d.store.DeleteVM(ctx, vm.ID); err != nil {
 		return nil, fmt.Errorf("forgetting vm %s: %w", vm.Name, err)
 	}
+	d.forgetKnownHosts(vm.Name, vm.IP.String())
 	a := d.toAPI(ctx, vm)
 	d.events.publish(api.Event{Kind: api.EventVMDeleted, Time: time.Now(), VM: &a, VMID: vm.ID})
 	return api.VMResult{VM: a}, nil
