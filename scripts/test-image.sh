@@ -15,6 +15,8 @@
 # same way). Installs nothing. Run after `make build`.
 #
 # Environment: BANGER_TEST_IMAGE_KEEP=1 keeps the work directory;
+# BANGER_TEST_IMAGE_ROOTFS + BANGER_TEST_IMAGE_KEY boot an image built
+# earlier instead of building one (for iterating on the boot checks);
 # BANGER_TEST_KERNEL=path/to/vmlinux forces a kernel (no initrd).
 # Commands in single quotes run in the guest, where they expand.
 # shellcheck disable=SC2016
@@ -71,7 +73,7 @@ cloud_kernel() {
 	mkdir -p "$dir/debs" "$dir/x"
 	pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
 	[ -n "$pkg" ] || die "cannot resolve linux-image-cloud-amd64 (run apt-get update)"
-	(cd "$dir/debs" && apt-get download -q "$pkg" busybox-static >/dev/null) || die "apt-get download $pkg busybox-static failed"
+	(cd "$dir/debs" && apt-get download -q -o APT::Sandbox::User=root "$pkg" busybox-static >/dev/null) || die "apt-get download $pkg busybox-static failed"
 	for d in "$dir"/debs/*.deb; do dpkg-deb -x "$d" "$dir/x"; done
 	ver=${pkg#linux-image-}
 	cp "$dir/x/boot/vmlinuz-$ver" "$dir/vmlinuz"
@@ -132,15 +134,22 @@ dns_listen_addr = "127.0.0.1:$((20000 + $$ % 20000))"
 EOF
 banger_env=(BANGER_STATE_DIR="$work/state" BANGER_CONFIG="$work/config.toml" XDG_RUNTIME_DIR="$work/run"
 	BANGER_IMAGES_DIR="$repo/images")
-log "building the Debian image: banger image build debian (state in $work/state)"
-t0=$(date +%s)
-env "${banger_env[@]}" "$bin/banger" image build debian --name debian --size 4G
-build_s=$(($(date +%s) - t0))
-rootfs=$(env "${banger_env[@]}" "$bin/banger" image list --json | jq -r '.images[] | select(.name == "debian") | .rootfs_path')
-[ -f "$rootfs" ] || die "image build reported no rootfs"
-key="$work/runtime/id_ed25519"
-[ -s "$key" ] || die "the build did not leave the bundle key at $key"
-env "${banger_env[@]}" "$bin/banger" daemon stop >/dev/null 2>&1 || true
+if [ -n "${BANGER_TEST_IMAGE_ROOTFS:-}" ]; then
+	# iterate on the boot checks with an image built earlier (and its key)
+	rootfs=$BANGER_TEST_IMAGE_ROOTFS
+	key=${BANGER_TEST_IMAGE_KEY:?BANGER_TEST_IMAGE_KEY must name the image key}
+	build_s=0
+else
+	log "building the Debian image: banger image build debian (state in $work/state)"
+	t0=$(date +%s)
+	env "${banger_env[@]}" "$bin/banger" image build debian --name debian --size 4G
+	build_s=$(($(date +%s) - t0))
+	rootfs=$(env "${banger_env[@]}" "$bin/banger" image list --json | jq -r '.images[] | select(.name == "debian") | .rootfs_path')
+	[ -f "$rootfs" ] || die "image build reported no rootfs"
+	key="$work/runtime/id_ed25519"
+	[ -s "$key" ] || die "the build did not leave the bundle key at $key"
+	env "${banger_env[@]}" "$bin/banger" daemon stop >/dev/null 2>&1 || true
+fi
 log "image: $rootfs ($(du -h --apparent-size "$rootfs" | cut -f1) apparent, $(du -h "$rootfs" | cut -f1) used), built in ${build_s}s"
 
 # --- work disk seeded from the image's /root --------------------------------

@@ -53,7 +53,7 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 		return nil, withKind(ErrUnavailable, "image build needs the privileged helper, which this daemon does not have")
 	}
 	if !image.HaveDebootstrap() {
-		return nil, withKind(ErrUnavailable, "debootstrap is not installed; install it with `sudo apt-get install debootstrap` (`banger doctor` checks it)")
+		return nil, withKind(ErrUnavailable, "debootstrap is not installed; install it with `sudo apt-get install debootstrap`")
 	}
 	if _, err := d.store.GetImageByName(ctx, p.Name); err == nil {
 		return nil, withKind(ErrConflict, "an image named %q already exists; delete it first or pick another name", p.Name)
