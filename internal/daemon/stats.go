@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/firecracker"
 	"banger/internal/network"
 	"banger/internal/store"
 )
@@ -78,6 +80,7 @@ func readProc(pid int) (uint64, int64, error) {
 func (d *Daemon) sampleStats(ctx context.Context) {
 	now := time.Now()
 	procs := d.vms.all()
+	d.capConsoles(ctx, procs)
 	d.stats.mu.Lock()
 	defer d.stats.mu.Unlock()
 	for id, pr := range procs {
@@ -193,5 +196,22 @@ func (d *Daemon) stopStale(ctx context.Context) {
 		delete(d.stats.active, v.ID)
 		d.stats.mu.Unlock()
 		unlock()
+	}
+}
+
+// capConsoles keeps each running VM's console.log under consoleMaxBytes.
+// Firecracker writes it with O_APPEND, so trimming it in place is safe.
+func (d *Daemon) capConsoles(ctx context.Context, procs map[string]*proc) {
+	for id := range procs {
+		vm, err := d.store.GetVM(ctx, id)
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(vm.Dir, fileConsole)
+		if trimmed, err := firecracker.CapFile(path, consoleMaxBytes); err != nil {
+			d.log.Warn("capping console log", "vm", vm.Name, "err", err)
+		} else if trimmed {
+			d.log.Debug("trimmed console log", "vm", vm.Name)
+		}
 	}
 }
