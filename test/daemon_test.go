@@ -49,13 +49,7 @@ func TestConcurrentOnDemandStart(t *testing.T) {
 				t.Fatalf("round %d: vm list %d: %v: %s", round, i, err, outs[i])
 			}
 		}
-		daemons := 0
-		for _, pid := range processesUnder(dir) {
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			if strings.Contains(string(b), "bangerd") {
-				daemons++
-			}
-		}
+		daemons := countDaemons(bins.bangerd, dir)
 		if daemons != 1 {
 			t.Fatalf("round %d: %d bangerd processes, want 1", round, daemons)
 		}
@@ -72,4 +66,25 @@ func TestConcurrentOnDemandStart(t *testing.T) {
 			t.Fatalf("daemon stop: %v: %s", err, out)
 		}
 	}
+}
+
+// countDaemons counts live bangerd processes whose environment names dir.
+func countDaemons(bin, dir string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.HasPrefix(string(b), bin+"\x00") || !alive(pid) {
+			continue
+		}
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if strings.Contains(string(env), dir) {
+			n++
+		}
+	}
+	return n
 }
