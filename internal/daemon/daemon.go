@@ -60,6 +60,7 @@ type Daemon struct {
 	net      *netState
 	storage  *storage.Manager
 	stats    *statsState
+	taps     *tapPool
 }
 
 type handler func(ctx context.Context, params json.RawMessage) (any, error)

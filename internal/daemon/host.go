@@ -15,6 +15,7 @@ type Host interface {
 	EnsureBridge(ctx context.Context, name string, ip netip.Addr, prefix netip.Prefix) (bool, error)
 	CreateTap(ctx context.Context, name, bridge string) error
 	DeleteTap(ctx context.Context, name string) error
+	RenameTap(ctx context.Context, from, to string) error
 	NATEnsure(ctx context.Context, bridge string, prefix netip.Prefix) (bool, error)
 	NATAdd(ctx context.Context, addr netip.Addr) error
 	NATRemove(ctx context.Context, addr netip.Addr) error

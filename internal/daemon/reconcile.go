@@ -17,6 +17,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	d.vms = newRuntimeState()
 	d.net = &netState{}
 	d.stats = newStatsState()
+	d.taps = newTapPool()
 	if d.host == nil {
 		return fmt.Errorf("no privileged host seam configured")
 	}
@@ -58,6 +59,7 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}()
 	}
+	d.runTapPool(ctx, wg)
 	every(d.cfg.ReconcileInterval, d.reconcile)
 	every(d.cfg.StatsPollInterval, d.sampleStats)
 	if d.cfg.AutoStopStaleAfter > 0 {

@@ -53,6 +53,11 @@ func (f *fakeHost) CreateTap(_ context.Context, name, _ string) error {
 	return nil
 }
 func (f *fakeHost) DeleteTap(_ context.Context, name string) error { delete(f.taps, name); return nil }
+func (f *fakeHost) RenameTap(_ context.Context, from, to string) error {
+	delete(f.taps, from)
+	f.taps[to] = true
+	return nil
+}
 func (f *fakeHost) NATEnsure(context.Context, string, netip.Prefix) (bool, error) {
 	return false, nil
 }

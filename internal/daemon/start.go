@@ -117,7 +117,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	if err := d.ensureBridge(ctx); err != nil {
 		return fail("network", err)
 	}
-	if err := d.host.CreateTap(ctx, vm.Tap, d.cfg.BridgeName); err != nil {
+	if err := d.attachTap(ctx, vm.Tap); err != nil {
 		return fail("network", fmt.Errorf("creating tap %s: %w", vm.Tap, err))
 	}
 	rv.add("delete tap", func(ctx context.Context) error { return d.host.DeleteTap(ctx, vm.Tap) })

@@ -56,6 +56,7 @@ func addNetOps(m map[string]opFunc) {
 	m["delete-bridge"] = opDeleteBridge
 	m["create-tap"] = opCreateTap
 	m["delete-tap"] = opDeleteTap
+	m["rename-tap"] = opRenameTap
 	m["nat-ensure"] = opNATEnsure
 	m["nat-add"] = opNATAdd
 	m["nat-remove"] = opNATRemove
@@ -88,6 +89,31 @@ func (c *Client) DeleteBridge(ctx context.Context, name string) error {
 // and up.
 func (c *Client) CreateTap(ctx context.Context, name, bridge string) error {
 	return c.call(ctx, "create-tap", TapArgs{Name: name, Bridge: bridge}, nil)
+}
+
+// RenameTapArgs renames a pool tap to a VM's tap name.
+type RenameTapArgs struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// RenameTap hands a pre-created pool tap to a VM by renaming it.
+func (c *Client) RenameTap(ctx context.Context, from, to string) error {
+	return c.call(ctx, "rename-tap", RenameTapArgs{From: from, To: to}, nil)
+}
+
+func opRenameTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a RenameTapArgs
+	if err := decode("rename-tap", raw, &a); err != nil {
+		return nil, err
+	}
+	if err := checkTapName(a.From); err != nil {
+		return nil, err
+	}
+	if err := checkTapName(a.To); err != nil {
+		return nil, err
+	}
+	return nil, network.RenameTap(a.From, a.To, c.UID)
 }
 
 // DeleteTap removes banger's tap; a missing tap is fine.

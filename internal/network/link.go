@@ -277,3 +277,39 @@ func TapCounters(name string) (rx, tx uint64, err error) {
 	}
 	return s.RxBytes, s.TxBytes, nil
 }
+
+// RenameTap renames a banger tap owned by uid (a pre-created pool tap) to
+// the name a VM expects. The tap keeps its bridge; it is set down for the
+// rename and up again. The target name must be free.
+func RenameTap(from, to string, uid int) error {
+	if err := ValidateIfName(to); err != nil {
+		return fmt.Errorf("renaming tap %s: %w", from, err)
+	}
+	if _, err := netlink.LinkByName(to); err == nil {
+		return fmt.Errorf("renaming tap %s to %s: %w: an interface named %s already exists", from, to, ErrNotBanger, to)
+	}
+	link, err := netlink.LinkByName(from)
+	if err != nil {
+		return fmt.Errorf("renaming tap %s: looking it up: %w", from, err)
+	}
+	t, ok := link.(*netlink.Tuntap)
+	switch {
+	case !ok || t.Mode != netlink.TUNTAP_MODE_TAP:
+		return fmt.Errorf("renaming tap %s: %w: it is a %s", from, ErrNotBanger, link.Type())
+	case link.Attrs().Alias != TapAlias:
+		return fmt.Errorf("renaming tap %s: %w: it lacks banger's mark", from, ErrNotBanger)
+	case int(t.Owner) != uid:
+		return fmt.Errorf("renaming tap %s: %w: it is owned by uid %d, not %d", from, ErrNotBanger, t.Owner, uid)
+	}
+	if err := netlink.LinkSetDown(link); err != nil {
+		return fmt.Errorf("setting tap %s down for renaming: %w", from, err)
+	}
+	if err := netlink.LinkSetName(link, to); err != nil {
+		_ = netlink.LinkSetUp(link)
+		return fmt.Errorf("renaming tap %s to %s: %w", from, to, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("setting tap %s up: %w", to, err)
+	}
+	return nil
+}
