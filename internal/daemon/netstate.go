@@ -33,6 +33,26 @@ func (d *Daemon) initDNS() {
 	}
 }
 
+// listenOnBridge serves DNS on the bridge address when the bridge already
+// exists (after a daemon restart), so NAME.vm answers there before any VM
+// starts.
+func (d *Daemon) listenOnBridge() {
+	d.net.mu.Lock()
+	defer d.net.mu.Unlock()
+	if d.net.bridgeDNS || d.net.server == nil {
+		return
+	}
+	if _, err := os.Stat(filepath.Join("/sys/class/net", d.cfg.BridgeName)); err != nil {
+		return
+	}
+	addr := netip.AddrPortFrom(d.cfg.BridgeIP, d.cfg.DNSListenAddr.Port()).String()
+	if err := d.net.server.Listen(addr); err != nil {
+		d.log.Warn("dns on bridge address unavailable", "addr", addr, "err", err)
+		return
+	}
+	d.net.bridgeDNS = true
+}
+
 func (d *Daemon) dnsAddrs() []string {
 	if d.net == nil || d.net.server == nil {
 		return nil

@@ -38,6 +38,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	}
 	d.storage = sm
 	d.initDNS()
+	d.listenOnBridge()
 	d.reconcile(ctx)
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/firecracker"
+	"banger/internal/network"
 	"banger/internal/store"
 )
 
@@ -117,7 +118,13 @@ func (d *Daemon) teardown(ctx context.Context, vm *store.VM) error {
 		d.log.Warn("removing nat entry", "vm", vm.Name, "ip", vm.IP.String(), "err", err)
 	}
 	if err := d.host.DeleteTap(ctx, vm.Tap); err != nil {
-		errs = append(errs, fmt.Sprintf("deleting tap %s: %v", vm.Tap, err))
+		if errors.Is(err, network.ErrNotBanger) || strings.Contains(err.Error(), network.ErrNotBanger.Error()) {
+			// Someone else's interface under the VM's tap name: never ours to
+			// remove, so it cannot block a stop or delete.
+			d.log.Warn("leaving a foreign interface alone", "vm", vm.Name, "tap", vm.Tap, "err", err)
+		} else {
+			errs = append(errs, fmt.Sprintf("deleting tap %s: %v", vm.Tap, err))
+		}
 	}
 	img, err := d.store.GetImage(ctx, vm.ImageID)
 	if err == nil {
