@@ -11,9 +11,10 @@ import (
 // addDNSCommands registers `dns setup`.
 func (a *app) addDNSCommands(root *cobra.Command) {
 	dns := &cobra.Command{
-		Use:   "dns",
-		Short: "Make NAME.vm resolve on the host",
-		Args:  cobra.NoArgs,
+		Use:     "dns",
+		Short:   "Make NAME.vm resolve on the host",
+		Example: "  banger dns setup\n  banger dns setup --apply",
+		Args:    cobra.NoArgs,
 	}
 	var apply, revert bool
 	var resolver string

@@ -57,17 +57,9 @@ func (a *app) vmCreateCmd() *cobra.Command {
 			if err := validateName(p.Name); err != nil {
 				return err
 			}
-			if c.Flags().Changed("vcpu") {
-				if vcpu < 1 || vcpu > 32 {
-					return usageErrorf("--vcpu %d is out of range; use 1 to 32", vcpu)
-				}
-				p.VCPU = &vcpu
-			}
-			if c.Flags().Changed("memory") {
-				if mem < 128 {
-					return usageErrorf("--memory %d MiB is too small; use at least 128", mem)
-				}
-				p.MemoryMiB = &mem
+			var err error
+			if p.VCPU, p.MemoryMiB, err = sizingFlags(c, vcpu, mem); err != nil {
+				return err
 			}
 			for flag, v := range map[string]string{"--disk-size": p.DiskSize, "--work-disk-size": p.WorkDiskSize} {
 				if v == "" {
@@ -304,17 +296,9 @@ func (a *app) vmSetCmd() *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, refs []string) error {
 			var base api.VMSetParams
-			if c.Flags().Changed("vcpu") {
-				if vcpu < 1 || vcpu > 32 {
-					return usageErrorf("--vcpu %d is out of range; use 1 to 32", vcpu)
-				}
-				base.VCPU = &vcpu
-			}
-			if c.Flags().Changed("memory") {
-				if mem < 128 {
-					return usageErrorf("--memory %d MiB is too small; use at least 128", mem)
-				}
-				base.MemoryMiB = &mem
+			var err error
+			if base.VCPU, base.MemoryMiB, err = sizingFlags(c, vcpu, mem); err != nil {
+				return err
 			}
 			if nat && noNAT {
 				return usageErrorf("--nat and --no-nat contradict each other; give one")
@@ -427,17 +411,9 @@ func (a *app) vmShowCmd() *cobra.Command {
 		Example: "  banger vm show dev\n  banger vm show dev --json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.client(c.Context())
+			vm, err := a.oneVM(c.Context(), args[0])
 			if err != nil {
 				return err
-			}
-			vms, err := listVMs(c.Context(), cl)
-			if err != nil {
-				return err
-			}
-			vm, err := resolveOne(vms, args[0])
-			if err != nil {
-				return failf("%v", err)
 			}
 			if jsonOut {
 				return writeJSON(a.stdout, vm)
@@ -483,4 +459,40 @@ func (a *app) vmShowCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// sizingFlags validates --vcpu and --memory when given; omitted flags stay
+// nil so the daemon applies its defaults.
+func sizingFlags(c *cobra.Command, vcpu, mem int) (*int, *int, error) {
+	var vp, mp *int
+	if c.Flags().Changed("vcpu") {
+		if vcpu < 1 || vcpu > 32 {
+			return nil, nil, usageErrorf("--vcpu %d is out of range; use 1 to 32", vcpu)
+		}
+		vp = &vcpu
+	}
+	if c.Flags().Changed("memory") {
+		if mem < 128 {
+			return nil, nil, usageErrorf("--memory %d MiB is too small; use at least 128", mem)
+		}
+		mp = &mem
+	}
+	return vp, mp, nil
+}
+
+// oneVM resolves a single VM reference.
+func (a *app) oneVM(ctx context.Context, ref string) (api.VM, error) {
+	cl, err := a.client(ctx)
+	if err != nil {
+		return api.VM{}, err
+	}
+	vms, err := listVMs(ctx, cl)
+	if err != nil {
+		return api.VM{}, err
+	}
+	vm, err := resolveOne(vms, ref)
+	if err != nil {
+		return api.VM{}, failf("%v", err)
+	}
+	return vm, nil
 }

@@ -166,17 +166,9 @@ func (a *app) vmLogsCmd() *cobra.Command {
 		Example: "  banger vm logs dev\n  banger vm logs -f dev\n  banger vm logs --firecracker dev",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := a.client(c.Context())
+			vm, err := a.oneVM(c.Context(), args[0])
 			if err != nil {
 				return err
-			}
-			vms, err := listVMs(c.Context(), cl)
-			if err != nil {
-				return err
-			}
-			vm, err := resolveOne(vms, args[0])
-			if err != nil {
-				return failf("%v", err)
 			}
 			name := "console.log"
 			if fc {

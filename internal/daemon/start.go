@@ -34,15 +34,11 @@ func (d *Daemon) rpcStart(ctx context.Context, raw json.RawMessage) (any, error)
 	if err := decodeParams(api.MethodVMStart, raw, &p); err != nil {
 		return nil, err
 	}
-	vm, err := d.resolve(ctx, p.Ref)
+	vm, unlock, err := d.lockedVM(ctx, p.Ref)
 	if err != nil {
 		return nil, err
 	}
-	unlock := d.locks.lock(vm.ID)
 	defer unlock()
-	if vm, err = d.store.GetVM(ctx, vm.ID); err != nil {
-		return nil, err
-	}
 	res := api.VMResult{}
 	if vm.State == api.StateRunning {
 		res.Notices = []string{vm.Name + " is already running"}

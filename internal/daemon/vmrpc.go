@@ -171,16 +171,11 @@ func (d *Daemon) rpcTouch(ctx context.Context, raw json.RawMessage) (any, error)
 	if err := decodeParams(api.MethodVMTouch, raw, &p); err != nil {
 		return nil, err
 	}
-	vm, err := d.resolve(ctx, p.Ref)
+	vm, unlock, err := d.lockedVM(ctx, p.Ref)
 	if err != nil {
 		return nil, err
 	}
-	unlock := d.locks.lock(vm.ID)
 	defer unlock()
-	vm, err = d.store.GetVM(ctx, vm.ID)
-	if err != nil {
-		return nil, err
-	}
 	vm.LastUsedAt = time.Now()
 	if err := d.store.UpdateVM(ctx, &vm); err != nil {
 		return nil, err
