@@ -32,5 +32,24 @@ func (d *Daemon) rpcHealth(ctx context.Context, raw json.RawMessage) (any, error
 	h.Healthy = true
 	h.RTTMillis = float64(rtt.Microseconds()) / 1000
 	h.UptimeS, h.Version, h.Hostname = hz.UptimeS, hz.Version, hz.Hostname
+	d.touch(ctx, vm.ID)
 	return h, nil
+}
+
+// touch records that a user reached the VM (vm health, vm ssh). It never
+// waits behind a long operation on the VM: if the VM is busy it skips.
+func (d *Daemon) touch(ctx context.Context, id string) {
+	unlock, ok := d.locks.tryLock(id)
+	if !ok {
+		return
+	}
+	defer unlock()
+	vm, err := d.store.GetVM(ctx, id)
+	if err != nil {
+		return
+	}
+	vm.LastUsedAt = time.Now()
+	if err := d.store.UpdateVM(ctx, &vm); err != nil {
+		d.log.Warn("recording last use", "vm", vm.Name, "err", err)
+	}
 }
