@@ -56,7 +56,10 @@ const (
 	maxImageSize    = 1 << 40
 )
 
-var stagingRe = regexp.MustCompile(`^/var/tmp/banger-build-[0-9a-f]{16}$`)
+var (
+	stagingRe = regexp.MustCompile(`^/var/tmp/banger-build-[0-9a-f]{16}$`)
+	labelRe   = regexp.MustCompile(`^[a-z0-9-]{1,16}$`)
+)
 
 // ErrNoDebootstrap is returned when debootstrap is not installed.
 var ErrNoDebootstrap = errors.New("debootstrap not found; install it with `apt-get install debootstrap`")
@@ -230,7 +233,7 @@ func opImageMkfs(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if a.SizeBytes < minImageSize || a.SizeBytes > maxImageSize || a.SizeBytes%4096 != 0 {
 		return nil, fmt.Errorf("%w: image size %d: use a multiple of 4 KiB between 512 MiB and 1 TiB", ErrRefused, a.SizeBytes)
 	}
-	if !regexp.MustCompile(`^[a-z0-9-]{1,16}$`).MatchString(a.Label) {
+	if !labelRe.MatchString(a.Label) {
 		return nil, fmt.Errorf("%w: filesystem label %q", ErrRefused, a.Label)
 	}
 	out, err := openOwned(c, a.Out, true)
