@@ -278,8 +278,9 @@ func Stale(built, current string) bool {
 
 // FindScripts locates the images/ directory: $BANGER_IMAGES_DIR, else next
 // to the executable (the helper layout), else share/banger/images beside its
-// bin directory, else the repository's images/ for a binary in build/bin.
-// It returns "" when none holds packages.apt and the Debian scripts.
+// bin directory, else the repository's images/ for a binary in build/bin,
+// else the copy `make install-helper` puts beside the helper. It returns ""
+// when none holds packages.apt and the Debian scripts.
 func FindScripts(exe string, getenv func(string) string) string {
 	var cands []string
 	if v := getenv(ScriptsEnv); v != "" {
@@ -295,6 +296,7 @@ func FindScripts(exe string, getenv func(string) string) string {
 			filepath.Join(dir, "..", "share", "banger", "images"),
 			filepath.Join(dir, "..", "..", "images"))
 	}
+	cands = append(cands, filepath.Join(filepath.Dir(hostops.DefaultHelperPath), hostops.ImageScriptsDir))
 	for _, c := range cands {
 		abs, err := filepath.Abs(c)
 		if err != nil {
