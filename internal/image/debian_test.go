@@ -356,6 +356,9 @@ func TestFindScripts(t *testing.T) {
 		{"nothing", filepath.Join(dir, "elsewhere", "bin", "x"), none, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.want == "" && FindScripts("", none) != "" {
+				t.Skip("this machine has the helper's images/ installed, which is always found")
+			}
 			if got := FindScripts(tc.exe, tc.getenv); got != tc.want {
 				t.Errorf("FindScripts = %q, want %q", got, tc.want)
 			}
