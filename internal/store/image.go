@@ -46,8 +46,7 @@ func (s *Store) CreateImage(ctx context.Context, img *Image) error {
 	case m.Source != SourceBuilt && m.Source != SourceRegistered:
 		return fmt.Errorf("creating image %q: source %q is not %q or %q", m.Name, m.Source, SourceBuilt, SourceRegistered)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = s.now()
 	}
@@ -140,8 +139,7 @@ func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
 // an error wrapping ErrConflict that names them; ErrNotFound if there is no
 // such image.
 func (s *Store) DeleteImage(ctx context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("deleting image %s: %w", id, err)

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -42,6 +43,12 @@ type Store struct {
 	db *sql.DB
 	// mu serializes every mutation; reads do not take it.
 	mu sync.Mutex
+	// gen counts writes; the VM list cache is valid for one generation.
+	gen     atomic.Uint64
+	cacheMu sync.Mutex
+	cache   []VM
+	cacheAt uint64
+	cached  bool
 	// now is the clock used for created/updated timestamps.
 	now func() time.Time
 }
@@ -103,6 +110,15 @@ func DSN(path string) string {
 }
 
 // Close closes the database.
+// lockWrite takes the write mutex; its release marks the VM list cache stale.
+func (s *Store) lockWrite() func() {
+	s.mu.Lock()
+	return func() {
+		s.gen.Add(1)
+		s.mu.Unlock()
+	}
+}
+
 func (s *Store) Close() error {
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing store: %w", err)

@@ -144,8 +144,7 @@ func (s *Store) CreateVM(ctx context.Context, vm *VM, alloc AllocFunc) error {
 		v.State = StateCreated
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	now := s.now()
 	if v.CreatedAt.IsZero() {
 		v.CreatedAt = now
@@ -311,7 +310,40 @@ func (s *Store) GetVMByName(ctx context.Context, name string) (VM, error) {
 
 // ListVMs returns every VM ordered by creation time, then name. A row that
 // does not decode fails the whole list with its *DecodeError.
+//
+// The list is cached until the next write through this Store (writes made
+// through DB() bypass the cache), so listing many VMs repeatedly costs one
+// query per change, not one per call. Callers get their own copies.
 func (s *Store) ListVMs(ctx context.Context) ([]VM, error) {
+	gen := s.gen.Load()
+	s.cacheMu.Lock()
+	if s.cached && s.cacheAt == gen {
+		out := copyVMs(s.cache)
+		s.cacheMu.Unlock()
+		return out, nil
+	}
+	s.cacheMu.Unlock()
+	vms, err := s.listVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	s.cache, s.cacheAt, s.cached = copyVMs(vms), gen, true
+	s.cacheMu.Unlock()
+	return vms, nil
+}
+
+func copyVMs(in []VM) []VM {
+	out := make([]VM, len(in))
+	for i, v := range in {
+		v.Pending = append([]string(nil), v.Pending...)
+		v.Storage.Handles = append([]Handle(nil), v.Storage.Handles...)
+		out[i] = v
+	}
+	return out
+}
+
+func (s *Store) listVMs(ctx context.Context) ([]VM, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+vmColumns+` FROM vms ORDER BY created_at, name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing vms: %w", err)
@@ -342,8 +374,7 @@ func (s *Store) UpdateVM(ctx context.Context, vm *VM) error {
 	if vm == nil {
 		return errors.New("updating vm: nil vm")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	now := s.now()
 	v := *vm
 	w, err := encodeVM(&v, now)
@@ -373,8 +404,7 @@ func (s *Store) SetState(ctx context.Context, id, state, lastError string) error
 	if !ValidState(state) {
 		return fmt.Errorf("setting state of vm %s: unknown state %q", id, state)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?`,
 		state, lastError, s.now().UnixNano(), id)
 	if err != nil {
@@ -389,8 +419,7 @@ func (s *Store) SetStorage(ctx context.Context, id string, st StorageState) erro
 	if err != nil {
 		return fmt.Errorf("encoding storage of vm %s: %w", id, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET storage = ?, updated_at = ? WHERE id = ?`,
 		string(b), s.now().UnixNano(), id)
 	if err != nil {
@@ -401,8 +430,7 @@ func (s *Store) SetStorage(ctx context.Context, id string, st StorageState) erro
 
 // DeleteVM deletes a VM row, freeing its allocations; ErrNotFound if it does not exist.
 func (s *Store) DeleteVM(ctx context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lockWrite()()
 	res, err := s.db.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("deleting vm %s: %w", id, err)
