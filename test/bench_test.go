@@ -4,12 +4,15 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,12 +84,15 @@ func (c *cliBench) seed(b *testing.B, n int) {
 }
 
 // timeRuns runs the command b.N times (after one warm-up) and reports the
-// median and p95 wall time of the whole process.
-func timeRuns(b *testing.B, mk func() *exec.Cmd) {
+// median and p95 wall time of the whole process, plus the CPU time the
+// client process and the daemon spent per run (load-independent).
+func timeRuns(b *testing.B, daemonPID int, mk func() *exec.Cmd) {
 	if out, err := mk().CombinedOutput(); err != nil {
 		b.Fatalf("warm-up: %v: %s", err, out)
 	}
 	var ds []time.Duration
+	var clientCPU time.Duration
+	d0 := procCPU(daemonPID)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		cmd := mk()
@@ -95,11 +101,45 @@ func timeRuns(b *testing.B, mk func() *exec.Cmd) {
 			b.Fatalf("run: %v: %s", err, out)
 		}
 		ds = append(ds, time.Since(t0))
+		clientCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	b.StopTimer()
+	daemonCPU := procCPU(daemonPID) - d0
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "median-ms")
 	b.ReportMetric(float64(ds[(len(ds)-1)*95/100].Microseconds())/1000, "p95-ms")
+	b.ReportMetric(float64(clientCPU.Microseconds())/1000/float64(b.N), "client-cpu-ms")
+	b.ReportMetric(float64(daemonCPU.Microseconds())/1000/float64(b.N), "daemon-cpu-ms")
+}
+
+// procCPU is the user+system CPU time of pid so far (USER_HZ = 100).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseUint(f[11], 10, 64)
+	k, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
+}
+
+func (c *cliBench) daemonPID(b *testing.B) int {
+	out, err := c.cmd("daemon", "status", "--json").Output()
+	if err != nil {
+		b.Fatalf("daemon status: %v", err)
+	}
+	var st struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		b.Fatal(err)
+	}
+	return st.PID
 }
 
 // BenchmarkVMList500 times `banger vm list` as a whole process with 500
@@ -110,7 +150,7 @@ func BenchmarkVMList500(b *testing.B) {
 	if out, err := c.cmd("daemon", "start").CombinedOutput(); err != nil {
 		b.Fatalf("daemon start: %v: %s", err, out)
 	}
-	timeRuns(b, func() *exec.Cmd { return c.cmd("vm", "list") })
+	timeRuns(b, c.daemonPID(b), func() *exec.Cmd { return c.cmd("vm", "list") })
 }
 
 // BenchmarkDaemonStatus times `banger daemon status` as a whole process.
@@ -119,5 +159,5 @@ func BenchmarkDaemonStatus(b *testing.B) {
 	if out, err := c.cmd("daemon", "start").CombinedOutput(); err != nil {
 		b.Fatalf("daemon start: %v: %s", err, out)
 	}
-	timeRuns(b, func() *exec.Cmd { return c.cmd("daemon", "status") })
+	timeRuns(b, c.daemonPID(b), func() *exec.Cmd { return c.cmd("daemon", "status") })
 }
