@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"banger/internal/hostops"
 )
 
@@ -71,6 +73,19 @@ func builtDebianImage(t *testing.T) (img, pubKey string) {
 	img = filepath.Join(root, "rootfs.ext4")
 	done := filepath.Join(root, "complete")
 	keyPath := filepath.Join(root, "id_ed25519")
+	// Concurrent test runs share the cache: one builds, the others wait.
+	if err := os.MkdirAll(filepath.Dir(root), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(root+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatalf("locking the image cache: %v", err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	if _, err := os.Stat(done); err == nil {
 		pub, err := os.ReadFile(keyPath + ".pub")
 		if err != nil {
