@@ -19,6 +19,7 @@ type netState struct {
 	records     *dns.Records
 	server      *dns.Server
 	bridgeDNS   bool
+	bridgeReady bool
 	natReady    bool
 	loopbackErr error
 }
@@ -65,6 +66,15 @@ func (d *Daemon) dnsAddrs() []string {
 func (d *Daemon) ensureBridge(ctx context.Context) error {
 	d.net.mu.Lock()
 	defer d.net.mu.Unlock()
+	// Once this daemon has ensured the bridge, a cheap sysfs look says it
+	// is still there; the privileged (and, through sudo, costly) ensure
+	// runs again only when it went away.
+	if d.net.bridgeReady {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", d.cfg.BridgeName)); err == nil {
+			return nil
+		}
+		d.net.bridgeReady = false
+	}
 	created, err := d.host.EnsureBridge(ctx, d.cfg.BridgeName, d.cfg.BridgeIP, d.cfg.CIDR)
 	if err != nil {
 		return fmt.Errorf("ensuring bridge %s: %w", d.cfg.BridgeName, err)
@@ -82,6 +92,7 @@ func (d *Daemon) ensureBridge(ctx context.Context) error {
 			d.net.bridgeDNS = true
 		}
 	}
+	d.net.bridgeReady = true
 	return nil
 }
 

@@ -22,7 +22,7 @@ func CheckCIDR(prefix netip.Prefix, bridge string) error {
 		return err
 	}
 	p := prefix.Masked()
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("checking cidr %s: listing interfaces: %w", p, err)
 	}
@@ -32,7 +32,7 @@ func CheckCIDR(prefix netip.Prefix, bridge string) error {
 	}
 	ours := func(index int) bool { return bridge != "" && names[index] == bridge }
 
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("checking cidr %s: listing addresses: %w", p, err)
 	}
@@ -47,7 +47,9 @@ func CheckCIDR(prefix netip.Prefix, bridge string) error {
 		return fmt.Errorf("cidr %s overlaps %s on interface %s; choose a cidr that is not in use on this host", p, ap, names[a.LinkIndex])
 	}
 
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return fmt.Errorf("checking cidr %s: listing routes: %w", p, err)
 	}
@@ -126,7 +128,7 @@ func EnsureBridge(name string, ip netip.Addr, prefix netip.Prefix) (created bool
 	}
 
 	want := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(ip.AsSlice()), Mask: net.CIDRMask(prefix.Bits(), 32)}}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		return created, fmt.Errorf("listing addresses of bridge %s: %w", name, err)
 	}
@@ -312,4 +314,19 @@ func RenameTap(from, to string, uid int) error {
 		return fmt.Errorf("setting tap %s up: %w", to, err)
 	}
 	return nil
+}
+
+// retryDump repeats a netlink dump that the kernel interrupted because the
+// table changed meanwhile (taps of other VMs being created at the same
+// time); such a dump is incomplete and must not be trusted.
+func retryDump[T any](dump func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for range 10 {
+		v, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
 }
