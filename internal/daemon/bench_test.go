@@ -153,6 +153,35 @@ func BenchmarkCreateToRunning(b *testing.B) {
 	e := newBenchEnv(b)
 	defer e.stop()
 	var ds []time.Duration
+	// Where the time goes: the gap before each progress stage.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evs, _, err := e.cl.Events(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stages := map[string][]time.Duration{}
+	var smu sync.Mutex
+	go func() {
+		last := map[string]float64{}
+		for ev := range evs {
+			if ev.Kind != api.EventVMProgress {
+				continue
+			}
+			smu.Lock()
+			key := ev.Stage + ":" + strings.Fields(ev.Message + " x")[0]
+			stages[key] = append(stages[key], time.Duration((ev.Elapsed-last[ev.VMID])*float64(time.Second)))
+			last[ev.VMID] = ev.Elapsed
+			smu.Unlock()
+		}
+	}()
+	defer func() {
+		smu.Lock()
+		defer smu.Unlock()
+		for k, v := range stages {
+			b.ReportMetric(float64(percentile(v, 0.5).Microseconds())/1000, k+"-ms")
+		}
+	}()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		d, err := e.create(fmt.Sprintf("b%d", i))
