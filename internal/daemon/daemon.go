@@ -21,6 +21,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/preflight"
 	"banger/internal/storage"
 	"banger/internal/store"
 )
@@ -61,6 +62,7 @@ type Daemon struct {
 	storage  *storage.Manager
 	stats    *statsState
 	taps     *tapPool
+	checks   *preflight.Cache
 }
 
 type handler func(ctx context.Context, params json.RawMessage) (any, error)
@@ -84,6 +86,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		locks:    newVMLocks(),
 		stopping: make(chan struct{}),
 		host:     opts.Host,
+		checks:   preflight.NewCache(),
 	}
 	for _, dir := range []string{d.paths.StateDir, d.paths.SocketDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

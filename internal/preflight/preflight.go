@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -62,6 +63,51 @@ type Env struct {
 	DaemonRunning bool
 	// ForwardPolicy inspects foreign FORWARD chains (nil skips the check).
 	ForwardPolicy func(bridge string) (ok bool, detail, fix string, err error)
+	// Cache, when set, remembers checks that run a binary (firecracker
+	// --version) for as long as that file is unchanged. The daemon keeps
+	// one so a create does not spawn a process just to re-check.
+	Cache *Cache
+}
+
+// Cache remembers results of checks keyed by the identity of the file they
+// looked at (path, size, modification time).
+type Cache struct {
+	mu      sync.Mutex
+	entries map[string]cacheEntry
+}
+
+type cacheEntry struct {
+	size  int64
+	mtime time.Time
+	res   Result
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache { return &Cache{entries: map[string]cacheEntry{}} }
+
+// cached returns the remembered result for path if the file is unchanged,
+// else runs check and remembers a passing result.
+func (c *Cache) cached(path string, check func() Result) Result {
+	if c == nil {
+		return check()
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return check()
+	}
+	c.mu.Lock()
+	e, ok := c.entries[path]
+	c.mu.Unlock()
+	if ok && e.size == fi.Size() && e.mtime.Equal(fi.ModTime()) {
+		return e.res
+	}
+	r := check()
+	if r.Status == Pass {
+		c.mu.Lock()
+		c.entries[path] = cacheEntry{size: fi.Size(), mtime: fi.ModTime(), res: r}
+		c.mu.Unlock()
+	}
+	return r
 }
 
 // AllNames lists every check in doctor's order.
@@ -131,14 +177,14 @@ func run(ctx context.Context, env Env, name string) Result {
 		}
 		return Result{Status: Pass, Detail: "/dev/vhost-vsock present"}
 	case Firecracker:
-		return checkFirecracker(ctx, c.FirecrackerBin)
+		return env.Cache.cached(c.FirecrackerBin, func() Result { return checkFirecracker(ctx, c.FirecrackerBin) })
 	case Kernel:
 		if err := readable(c.KernelPath); err != nil {
 			return Result{Status: Fail, Detail: fmt.Sprintf("kernel %s: %v", c.KernelPath, err), Fix: "install the runtime bundle with `banger runtime install`, or set kernel_path"}
 		}
 		return Result{Status: Pass, Detail: c.KernelPath}
 	case Agent:
-		return checkAgent(c.VsockAgentPath)
+		return env.Cache.cached(c.VsockAgentPath, func() Result { return checkAgent(c.VsockAgentPath) })
 	case Sudo:
 		if os.Geteuid() == 0 {
 			return Result{Status: Pass, Detail: "running as root: privileged operations run in-process"}
