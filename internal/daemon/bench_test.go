@@ -169,7 +169,10 @@ func BenchmarkCreateToRunning(b *testing.B) {
 				continue
 			}
 			smu.Lock()
-			key := ev.Stage + ":" + strings.Fields(ev.Message + " x")[0]
+			key := ev.Stage
+			if ev.Stage == "storage" {
+				key += ":" + strings.Fields(ev.Message + " x")[0] // create's disks vs start's activation
+			}
 			stages[key] = append(stages[key], time.Duration((ev.Elapsed-last[ev.VMID])*float64(time.Second)))
 			last[ev.VMID] = ev.Elapsed
 			smu.Unlock()
