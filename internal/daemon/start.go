@@ -174,6 +174,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	if err := firecracker.WaitReady(ctx, fc, 10*time.Second, exited); err != nil {
 		return fail("firecracker", err)
 	}
+	d.progress(vm, t0, "launch", fmt.Sprintf("firecracker pid %d answers on its API socket", pr.pid))
 	if err := d.configure(ctx, fc, vm, img); err != nil {
 		return fail("configuring firecracker", err)
 	}
@@ -183,7 +184,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		}
 		return fail("InstanceStart", err)
 	}
-	d.progress(vm, t0, "firecracker", fmt.Sprintf("pid %d booting", pr.pid))
+	d.progress(vm, t0, "firecracker", "configured and booting")
 	rv.success()
 	vm.State = api.StateRunning
 	vm.StartedAt = time.Now()
