@@ -35,8 +35,13 @@ vet:
 # Every tier that can run on this machine: unit, privileged (root), system
 # (root + fcfake). Tests that need root or a tool skip with the reason.
 test: build fcfake vet
-	$(GO) test -count=1 -timeout 20m $(TESTFLAGS) ./...
+	$(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./...
 	$(GO) test -count=1 -timeout 20m -tags system $(TESTFLAGS) ./test/...
+	@if [ "$$(id -u)" = 0 ] && command -v qemu-system-x86_64 >/dev/null && command -v debootstrap >/dev/null; then \
+		./scripts/test-image.sh && echo "--- PASS: test-image (Debian image built and booted under QEMU, checked over SSH)"; \
+	else \
+		echo "--- SKIP: test-image (the image tier needs root, qemu-system-x86 and debootstrap; CI installs them)"; \
+	fi
 
 test-unit:
 	$(GO) test -count=1 ./internal/...
@@ -64,6 +69,7 @@ install-helper: build
 
 uninstall-helper:
 	rm -f $(SUDOERS_FILE) $(HELPER_DIR)/banger
+	rm -rf $(HELPER_DIR)/images
 
 clean:
 	rm -rf build
