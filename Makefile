@@ -52,6 +52,8 @@ test-system: build fcfake
 install: build ## binaries into $(PREFIX)/bin
 	install -d $(PREFIX)/bin
 	install -m 0755 $(BIN)/banger $(BIN)/bangerd $(BIN)/banger-agent $(PREFIX)/bin/
+	install -d $(PREFIX)/share/banger
+	rm -rf $(PREFIX)/share/banger/images && cp -r images $(PREFIX)/share/banger/images
 
 # Root-owned helper copy for sudo, and the sudoers drop-in for the invoking
 # user (SUDO_USER, or HELPER_USER=name).

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/image"
 	"banger/internal/storage"
 	"banger/internal/store"
 )
@@ -118,8 +119,11 @@ func (d *Daemon) rpcImageList(ctx context.Context, raw json.RawMessage) (any, er
 		return nil, err
 	}
 	out := api.ImageList{Images: []api.Image{}}
+	current := currentPackagesHash()
 	for _, im := range imgs {
-		out.Images = append(out.Images, imageToAPI(im))
+		a := imageToAPI(im)
+		a.Stale = image.Stale(im.PackagesHash, current)
+		out.Images = append(out.Images, a)
 	}
 	return out, nil
 }
@@ -145,4 +149,19 @@ func (d *Daemon) rpcImageDelete(ctx context.Context, raw json.RawMessage) (any, 
 		}
 	}
 	return map[string]string{"deleted": img.Name}, nil
+}
+
+// currentPackagesHash is the hash of the package list a build would use now
+// ("" when the scripts cannot be found, which marks nothing stale).
+func currentPackagesHash() string {
+	exe, _ := os.Executable()
+	dir := image.FindScripts(exe, os.Getenv)
+	if dir == "" {
+		return ""
+	}
+	h, err := image.PackagesHash(filepath.Join(dir, image.PackagesFile))
+	if err != nil {
+		return ""
+	}
+	return h
 }
