@@ -44,6 +44,7 @@ const (
 	DNSPort       = "dns_port"
 	StateDir      = "state_dir"
 	ForwardPolicy = "forward_policy"
+	Debootstrap   = "debootstrap"
 )
 
 // Result is one check's outcome.
@@ -112,7 +113,7 @@ func (c *Cache) cached(path string, check func() Result) Result {
 
 // AllNames lists every check in doctor's order.
 func AllNames() []string {
-	return []string{KVM, VhostVsock, Firecracker, Kernel, Agent, Sudo, DeviceMapper, Loop, Tun, NAT, ForwardPolicy, DNSPort, StateDir}
+	return []string{KVM, VhostVsock, Firecracker, Kernel, Agent, Sudo, DeviceMapper, Loop, Tun, NAT, ForwardPolicy, DNSPort, StateDir, Debootstrap}
 }
 
 // StartNames are the checks vm start and vm create run first.
@@ -236,6 +237,13 @@ func run(ctx context.Context, env Env, name string) Result {
 		return Result{Status: Pass, Detail: "no foreign FORWARD chain drops bridge traffic"}
 	case DNSPort:
 		return checkDNSPort(env)
+	case Debootstrap:
+		for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+			if _, err := os.Stat(filepath.Join(dir, "debootstrap")); err == nil {
+				return Result{Status: Pass, Detail: "debootstrap available for `banger image build debian`"}
+			}
+		}
+		return Result{Status: Warn, Detail: "debootstrap missing: `banger image build debian` needs it", Fix: "sudo apt-get install debootstrap"}
 	case StateDir:
 		return checkStateDir(env.Paths.StateDir)
 	}
