@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One command from a fresh checkout to a shell in a VM: build, install,
-# check the host, then create a VM and open a shell in it. It stops at the
-# first missing piece with what to do about it.
+# One command from a fresh checkout to a shell in a VM: build and install,
+# the privileged helper, the runtime bundle, the default Debian image, then
+# create VM "dev" and open a shell in it. It stops at the first missing
+# piece and says what to do about it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${PREFIX:-$HOME/.local}/bin:/usr/local/go/bin:$PATH"
@@ -11,38 +12,45 @@ say() { printf '==> %s\n' "$*"; }
 say "building and installing banger, bangerd and banger-agent into ${PREFIX:-$HOME/.local}/bin"
 make -s install
 
+if [ ! -e /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+	cat >&2 <<'MSG'
+
+banger cannot run VMs on this host: Firecracker needs a read-write /dev/kvm,
+and this host has none (no KVM: not a Linux host with VT-x/AMD-V, or nested
+virtualisation is off), or your user may not use it (join the kvm group or
+add an ACL). `banger doctor` checks this and everything else, with a fix for
+each problem. Run it, fix what it marks FAIL, then run this again.
+MSG
+	exit 1
+fi
+
 if [ "$(id -u)" -ne 0 ] && ! sudo -n -l /usr/local/libexec/banger/banger internal ensure-state-dirs >/dev/null 2>&1; then
-  say "installing the privileged helper (asks for your sudo password once)"
-  sudo make -s install-helper
+	say "installing the privileged helper (asks for your sudo password once)"
+	sudo make -s install-helper
+fi
+
+if ! banger runtime show >/dev/null 2>&1; then
+	say "installing the runtime bundle (Firecracker, guest kernel, agent, SSH key)"
+	banger runtime install --manifest runtime-bundle.toml
 fi
 
 say "checking this host (banger doctor)"
 if ! banger doctor; then
-  cat >&2 <<'MSG'
-
-banger cannot run VMs on this host yet: the checks marked FAIL above say what
-is missing and how to fix each one. The usual one is KVM: Firecracker needs a
-read-write /dev/kvm (a Linux host with VT-x/AMD-V, or nested virtualisation
-enabled). Re-run `banger doctor` after fixing it, then run this again.
-MSG
-  exit 1
+	echo "Fix the checks marked FAIL above (each has a fix line), then run this again." >&2
+	exit 1
 fi
 
 if ! banger image list --json | grep -q '"name": "debian"'; then
-  cat >&2 <<'MSG'
-No "debian" image is registered. Register an ext4 root filesystem with
-  banger image register debian --rootfs PATH [--kernel PATH]
-and run this again.
-MSG
-  exit 1
+	say "building the default Debian image (a few minutes)"
+	banger image build debian
 fi
 
 name="dev"
-if ! banger vm show "$name" >/dev/null 2>&1; then
-  say "creating VM $name"
-  banger vm create "$name"
+if banger vm show "$name" >/dev/null 2>&1; then
+	banger vm start "$name"
 else
-  banger vm start "$name"
+	say "creating VM $name"
+	banger vm create "$name"
 fi
 say "opening a shell in $name (exit to leave; the VM keeps running)"
 exec banger vm ssh "$name"
