@@ -30,11 +30,7 @@ func (d *Daemon) preflightStart(ctx context.Context) error {
 }
 
 func (d *Daemon) rpcStart(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p api.VMRef
-	if err := decodeParams(api.MethodVMStart, raw, &p); err != nil {
-		return nil, err
-	}
-	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	_, vm, unlock, err := lockedParams(ctx, d, api.MethodVMStart, raw, func(p *api.VMRef) string { return p.Ref })
 	if err != nil {
 		return nil, err
 	}

@@ -165,12 +165,19 @@ func (d *Daemon) lockedVM(ctx context.Context, ref string) (store.VM, func(), er
 	return vm, unlock, nil
 }
 
-func (d *Daemon) rpcStop(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p api.VMStopParams
-	if err := decodeParams(api.MethodVMStop, raw, &p); err != nil {
-		return nil, err
+// lockedParams decodes a VM operation's params, resolves the VM they name
+// and takes its lock; the caller releases it.
+func lockedParams[P any](ctx context.Context, d *Daemon, method string, raw json.RawMessage, ref func(*P) string) (P, store.VM, func(), error) {
+	var p P
+	if err := decodeParams(method, raw, &p); err != nil {
+		return p, store.VM{}, nil, err
 	}
-	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	vm, unlock, err := d.lockedVM(ctx, ref(&p))
+	return p, vm, unlock, err
+}
+
+func (d *Daemon) rpcStop(ctx context.Context, raw json.RawMessage) (any, error) {
+	_, vm, unlock, err := lockedParams(ctx, d, api.MethodVMStop, raw, func(p *api.VMStopParams) string { return p.Ref })
 	if err != nil {
 		return nil, err
 	}
@@ -254,11 +261,7 @@ func (d *Daemon) rpcKill(ctx context.Context, raw json.RawMessage) (any, error) 
 }
 
 func (d *Daemon) rpcDelete(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p api.VMRef
-	if err := decodeParams(api.MethodVMDelete, raw, &p); err != nil {
-		return nil, err
-	}
-	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	_, vm, unlock, err := lockedParams(ctx, d, api.MethodVMDelete, raw, func(p *api.VMRef) string { return p.Ref })
 	if err != nil {
 		return nil, err
 	}

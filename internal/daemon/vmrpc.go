@@ -167,11 +167,7 @@ func (d *Daemon) rpcGet(ctx context.Context, raw json.RawMessage) (any, error) {
 }
 
 func (d *Daemon) rpcTouch(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p api.VMRef
-	if err := decodeParams(api.MethodVMTouch, raw, &p); err != nil {
-		return nil, err
-	}
-	vm, unlock, err := d.lockedVM(ctx, p.Ref)
+	_, vm, unlock, err := lockedParams(ctx, d, api.MethodVMTouch, raw, func(p *api.VMRef) string { return p.Ref })
 	if err != nil {
 		return nil, err
 	}
