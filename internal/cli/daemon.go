@@ -19,6 +19,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/client"
+	"banger/internal/config"
 )
 
 const daemonStartTimeout = 15 * time.Second
@@ -71,13 +72,12 @@ func (a *app) daemonCmd() *cobra.Command {
 		Short: "Start bangerd in the background and wait until it answers",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			l, err := a.config()
+			l, _, running, err := a.ping(c.Context())
 			if err != nil {
 				return err
 			}
-			cl := client.New(l.Paths.Socket)
-			if st, err := cl.Ping(c.Context()); err == nil {
-				fmt.Fprintf(a.stdout, "bangerd already running (pid %d)\n", st.PID)
+			if running != nil {
+				fmt.Fprintf(a.stdout, "bangerd already running (pid %d)\n", running.PID)
 				return nil
 			}
 			st, err := a.startDaemon(c.Context())
@@ -93,18 +93,13 @@ func (a *app) daemonCmd() *cobra.Command {
 		Short: "Stop bangerd (VMs keep running and are adopted at the next start)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			l, err := a.config()
+			l, cl, st, err := a.ping(c.Context())
 			if err != nil {
 				return err
 			}
-			cl := client.New(l.Paths.Socket)
-			st, err := cl.Ping(c.Context())
-			if err != nil {
-				if errors.Is(err, client.ErrNoDaemon) {
-					fmt.Fprintln(a.stdout, "bangerd is not running")
-					return nil
-				}
-				return err
+			if st == nil {
+				fmt.Fprintln(a.stdout, "bangerd is not running")
+				return nil
 			}
 			if err := cl.Call(c.Context(), api.MethodDaemonStop, nil, nil); err != nil {
 				return err
@@ -122,6 +117,24 @@ func (a *app) daemonCmd() *cobra.Command {
 	}
 	cmd.AddCommand(status, start, stop)
 	return cmd
+}
+
+// ping asks the daemon for its status without starting it: st is nil when
+// none answers.
+func (a *app) ping(ctx context.Context) (*config.Loaded, *client.Client, *api.DaemonStatus, error) {
+	l, err := a.config()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cl := client.New(l.Paths.Socket)
+	st, err := cl.Ping(ctx)
+	if errors.Is(err, client.ErrNoDaemon) {
+		return l, cl, nil, nil
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return l, cl, &st, nil
 }
 
 func printStatus(a *app, st api.DaemonStatus) {
