@@ -1,0 +1,285 @@
+// Work-disk seeding and nested-/root repair: the privileged walks over a
+// user's work disk.
+
+package hostops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any, err error) {
+	var a SeedArgs
+	if err := decode("seed-work-disk", raw, &a); err != nil {
+		return nil, err
+	}
+	out, err := c.CheckPath(a.Out)
+	if err != nil {
+		return nil, err
+	}
+	img, err := openOwned(c, a.Image, false)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	if _, err := Ext4Bytes(img); err != nil {
+		return nil, fmt.Errorf("image %s: %w", a.Image, err)
+	}
+	stage, err := os.MkdirTemp("", "banger-seed-")
+	if err != nil {
+		return nil, fmt.Errorf("making seed staging dir: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	imgPath := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), img.Fd())
+	if _, err := Run(ctx, "debugfs", "-R", "rdump /root "+stage, imgPath); err != nil {
+		return nil, fmt.Errorf("reading /root of %s: %w", a.Image, err)
+	}
+	tree := filepath.Join(stage, "root")
+	fi, err := os.Lstat(tree)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		fi, err = nil, os.Mkdir(tree, 0o700) // the image has no /root: an empty home
+	case err == nil && !fi.IsDir():
+		err = fmt.Errorf("/root in the image is not a directory")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("staging /root of %s: %w", a.Image, err)
+	}
+	if err := restoreSpecialBits(ctx, imgPath, stage); err != nil {
+		return nil, fmt.Errorf("staging /root of %s: %w", a.Image, err)
+	}
+	mode, uid, gid := uint32(0o700), uint32(0), uint32(0)
+	if fi != nil {
+		st := fi.Sys().(*syscall.Stat_t)
+		mode, uid, gid = uint32(fi.Mode().Perm())|uint32(st.Mode&0o7000), st.Uid, st.Gid
+	}
+	used, err := treeBytes(tree)
+	if err != nil {
+		return nil, fmt.Errorf("sizing /root of %s: %w", a.Image, err)
+	}
+	size := max(64<<20, 2*used+32<<20)
+	size = (size + 4<<20 - 1) &^ (4<<20 - 1)
+	seed := filepath.Join(stage, "seed.ext4")
+	if _, err := Run(ctx, "mkfs.ext4", "-F", "-q", "-b", "4096", "-T", "default", "-E", "root_owner=0:0",
+		"-d", tree, seed, fmt.Sprintf("%dk", size>>10)); err != nil {
+		return nil, fmt.Errorf("building work-disk seed from %s: %w", a.Image, err)
+	}
+	// mkfs -d leaves the filesystem root 0755; it becomes the guest's /root.
+	fix := fmt.Sprintf("sif / mode 0%o\nsif / uid %d\nsif / gid %d\n", 0o40000|mode, uid, gid)
+	cmds := filepath.Join(stage, "fix.cmds")
+	if err := os.WriteFile(cmds, []byte(fix), 0o600); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", cmds, err)
+	}
+	if _, err := Run(ctx, "debugfs", "-w", "-f", cmds, seed); err != nil {
+		return nil, fmt.Errorf("setting the owner of / in the seed: %w", err)
+	}
+	return nil, copyOut(ctx, c, seed, out)
+}
+
+// restoreSpecialBits puts back the setuid, setgid and sticky bits that
+// debugfs rdump drops, reading the modes with one debugfs run that lists
+// every staged directory.
+func restoreSpecialBits(ctx context.Context, img, stage string) error {
+	var cmds strings.Builder
+	err := filepath.WalkDir(filepath.Join(stage, "root"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(stage, p)
+		if !strings.ContainsAny(rel, "\"\n\\") {
+			fmt.Fprintf(&cmds, "ls -p \"/%s\"\n", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cmdFile := filepath.Join(stage, "modes.cmds")
+	if err := os.WriteFile(cmdFile, []byte(cmds.String()), 0o600); err != nil {
+		return err
+	}
+	out, err := Run(ctx, "debugfs", "-f", cmdFile, img)
+	if err != nil {
+		return fmt.Errorf("reading modes: %w", err)
+	}
+	dir := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "debugfs: ls -p "); ok {
+			dir = strings.Trim(rest, "\"")
+			continue
+		}
+		f := strings.Split(strings.TrimSpace(line), "/")
+		if dir == "" || len(f) < 7 || f[5] == "." || f[5] == ".." {
+			continue
+		}
+		var mode uint32
+		if _, err := fmt.Sscanf(f[2], "%o", &mode); err != nil || mode&0o7000 == 0 {
+			continue
+		}
+		p := filepath.Join(stage, dir, f[5])
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink == 0 {
+			if err := unix.Chmod(p, mode&0o7777); err != nil {
+				return fmt.Errorf("chmod %s: %w", p, err)
+			}
+		}
+	}
+	return nil
+}
+
+// copyOut sparse-copies src to a new file out owned by the caller.
+func copyOut(ctx context.Context, c Caller, src, out string) error {
+	sf, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	df, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", out, err)
+	}
+	err = df.Chown(c.UID, c.GID)
+	if err == nil {
+		err = CopySparse(ctx, df, sf)
+	}
+	if cerr := df.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out)
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	return nil
+}
+
+func opRepairNestedRoot(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
+	var a RepairArgs
+	if err := decode("repair-nested-root", raw, &a); err != nil {
+		return nil, err
+	}
+	f, err := openOwned(c, a.Path, true)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := Ext4Bytes(f); err != nil {
+		return nil, fmt.Errorf("work disk %s: %w", a.Path, err)
+	}
+	if loops, _ := loopsBackedBy(sysRoot, f.Name(), false); len(loops) > 0 {
+		return nil, fmt.Errorf("work disk %s is attached to %s; is its VM running?", a.Path, strings.Join(loops, ", "))
+	}
+	mnt, err := os.MkdirTemp("", "banger-repair-")
+	if err != nil {
+		return nil, fmt.Errorf("making mount point: %w", err)
+	}
+	defer os.Remove(mnt)
+	dev, lf, err := attachLoop(f, false, true)
+	if err != nil {
+		return nil, fmt.Errorf("attaching %s: %w", a.Path, err)
+	}
+	defer lf.Close() // autoclear: the loop goes with the last close
+	if err := unix.Mount(dev, mnt, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("mounting %s (%s): %w", a.Path, dev, err)
+	}
+	moves, err := flattenNested(mnt)
+	if uerr := unmount(mnt); uerr != nil && err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repairing nested /root in %s: %w", a.Path, err)
+	}
+	return RepairResult{Moves: moves}, nil
+}
+
+func unmount(dir string) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = unix.Unmount(dir, 0); err == nil || !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		return fmt.Errorf("unmounting %s: %w", dir, err)
+	}
+	return nil
+}
+
+// flattenNested moves the children of top/root up one level if root/ holds
+// a home, working on directory descriptors so no symlink is followed.
+func flattenNested(top string) ([]string, error) {
+	tf, err := os.OpenFile(top, unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer tf.Close()
+	tfd := int(tf.Fd())
+	nfd, err := unix.Openat(tfd, "root", unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil // no root/ directory (or a symlink): nothing nested
+	}
+	nf := os.NewFile(uintptr(nfd), filepath.Join(top, "root"))
+	defer nf.Close()
+	nested := false
+	for _, m := range nestedHomeMarkers {
+		var st unix.Stat_t
+		if unix.Fstatat(nfd, m, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			nested = true
+			break
+		}
+	}
+	if !nested {
+		return nil, nil
+	}
+	entries, err := nf.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("listing root/: %w", err)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	var moves []string
+	for _, e := range entries {
+		name := e.Name()
+		target := name
+		for i := 0; ; i++ {
+			var st unix.Stat_t
+			if unix.Fstatat(tfd, target, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				break
+			}
+			target = name + ".nested"
+			if i > 0 {
+				target = fmt.Sprintf("%s.nested.%d", name, i+1)
+			}
+		}
+		if err := unix.Renameat2(nfd, name, tfd, target, unix.RENAME_NOREPLACE); err != nil {
+			return moves, fmt.Errorf("moving root/%s to %s: %w", name, target, err)
+		}
+		moves = append(moves, fmt.Sprintf("root/%s -> %s", name, target))
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(nfd, &st); err != nil {
+		return moves, fmt.Errorf("reading root/: %w", err)
+	}
+	// The nested directory was the real home: its owner and mode become the
+	// filesystem root's, which the guest mounts on /root.
+	if err := unix.Fchown(tfd, int(st.Uid), int(st.Gid)); err != nil {
+		return moves, fmt.Errorf("chowning the disk's root: %w", err)
+	}
+	if err := unix.Fchmod(tfd, st.Mode&0o7777); err != nil {
+		return moves, fmt.Errorf("chmod of the disk's root: %w", err)
+	}
+	if err := unix.Unlinkat(tfd, "root", unix.AT_REMOVEDIR); err != nil {
+		return moves, fmt.Errorf("removing the empty root/: %w", err)
+	}
+	moves = append(moves, fmt.Sprintf("removed empty root/ (owner %d:%d, mode %04o kept on the disk's root)", st.Uid, st.Gid, st.Mode&0o7777))
+	return moves, nil
+}
