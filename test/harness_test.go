@@ -239,9 +239,14 @@ func (e *env) daemonPID() int {
 }
 
 func (e *env) cleanup() {
-	// Stop the daemon, kill anything of ours that is left, remove the netns.
+	// Stop the daemon, kill anything of ours that is left (a daemon's
+	// command line does not name the dir, its environment does), remove
+	// the netns.
 	e.banger("daemon", "stop")
 	for _, pid := range processesUnder(e.dir) {
+		syscall_kill(pid)
+	}
+	for _, pid := range processesWithEnv(e.dir) {
 		syscall_kill(pid)
 	}
 	exec.Command("ip", "netns", "del", e.ns).Run()
@@ -275,6 +280,24 @@ func processesUnder(dir string) []int {
 			continue
 		}
 		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// processesWithEnv lists live processes whose environment mentions dir
+// (bangerd started on demand by a test's CLI).
+func processesWithEnv(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "environ"))
+		if err == nil && strings.Contains(string(b), dir) && alive(pid) {
+			pids = append(pids, pid)
+		}
 	}
 	return pids
 }

@@ -47,7 +47,14 @@ func newSudoEnv(t *testing.T) *sudoEnv {
 	if out, err := exec.Command("useradd", "-m", "-d", s.home, "-s", "/bin/sh", s.user).CombinedOutput(); err != nil {
 		t.Fatalf("useradd: %v: %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("userdel", "-r", s.user).Run() })
+	t.Cleanup(func() {
+		// userdel refuses while the user's daemon still runs.
+		for _, pid := range processesWithEnv(e.dir) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(t, pid)
+		}
+		exec.Command("userdel", "-r", s.user).Run()
+	})
 	u, err := user.Lookup(s.user)
 	if err != nil {
 		t.Fatal(err)
