@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,12 +14,10 @@ import (
 	"banger/internal/config"
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // validateName checks a VM name before calling the daemon (which checks
 // again). Empty means "generate one".
 func validateName(name string) error {
-	if name == "" || nameRE.MatchString(name) {
+	if name == "" || api.ValidName(name) {
 		return nil
 	}
 	return usageErrorf("vm name %q is not a DNS label: use 1-63 lowercase letters, digits and inner hyphens", name)

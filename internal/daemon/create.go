@@ -9,7 +9,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"banger/internal/api"
@@ -20,10 +19,8 @@ import (
 	"banger/internal/store"
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 func validName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !api.ValidName(name) {
 		return invalidf("vm name %q is not a DNS label: use 1-63 lowercase letters, digits and inner hyphens", name)
 	}
 	return nil

@@ -34,7 +34,7 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 	if p.Name == "" {
 		p.Name = image.DefaultDebianName
 	}
-	if !nameRE.MatchString(p.Name) {
+	if !api.ValidName(p.Name) {
 		return nil, invalidf("image name %q: use lowercase letters, digits and inner hyphens", p.Name)
 	}
 	size := int64(image.DefaultDebianSize)

@@ -39,7 +39,7 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 	if err := decodeParams(api.MethodImageRegister, raw, &p); err != nil {
 		return nil, err
 	}
-	if !nameRE.MatchString(p.Name) {
+	if !api.ValidName(p.Name) {
 		return nil, invalidf("image name %q: use lowercase letters, digits and inner hyphens", p.Name)
 	}
 	if p.ModulesDir != "" {
