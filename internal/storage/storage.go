@@ -107,7 +107,7 @@ type Disk struct {
 	State     store.StorageState
 }
 
-var vmIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,60}$`)
+var vmIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`) // length checked apart: counted repetitions are slow to compile
 
 // New returns a Manager. Driver "auto" resolves with Detect.
 func New(opts Options) (*Manager, error) {
@@ -204,7 +204,7 @@ func checkImage(path string) (int64, error) {
 }
 
 func (d Disk) check() error {
-	if !vmIDRe.MatchString(d.VMID) {
+	if len(d.VMID) > 61 || !vmIDRe.MatchString(d.VMID) {
 		return fmt.Errorf("bad vm id %q: lowercase letters, digits and - only", d.VMID)
 	}
 	fi, err := os.Stat(d.VMDir)

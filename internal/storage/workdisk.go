@@ -18,12 +18,12 @@ import (
 // and cached under SeedDir; each VM then gets a sparse copy of the seed,
 // extended to its size, checked and resized as the user.
 
-var imageIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$`)
+var imageIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`) // length checked apart
 
 // CreateWorkDisk creates the work disk out (which must not exist) of size
 // bytes, seeded from the /root of the image imageID at imagePath.
 func (m *Manager) CreateWorkDisk(ctx context.Context, imageID, imagePath, out string, size int64) error {
-	if !imageIDRe.MatchString(imageID) {
+	if len(imageID) > 101 || !imageIDRe.MatchString(imageID) {
 		return fmt.Errorf("bad image id %q", imageID)
 	}
 	if size <= 0 || size%4096 != 0 {

@@ -3,7 +3,6 @@ package tui
 import (
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	tea "charm.land/bubbletea/v2"
@@ -67,13 +66,11 @@ func (f *createForm) update(msg tea.Msg) tea.Cmd {
 	return nil
 }
 
-var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // params validates the form into vm.create params.
 func (f *createForm) params() (api.VMCreateParams, error) {
 	var p api.VMCreateParams
 	p.Name = strings.TrimSpace(f.fields[0].Value())
-	if p.Name != "" && !labelRE.MatchString(p.Name) {
+	if p.Name != "" && !api.ValidName(p.Name) {
 		return p, fmt.Errorf("name %q is not a DNS label: use lowercase letters, digits and inner hyphens", p.Name)
 	}
 	p.Image = strings.TrimSpace(f.fields[1].Value())
