@@ -87,27 +87,12 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	host := hostops.New(hostops.Options{Roots: []string{paths.StateDir, paths.DataDir}})
-	d, err := New(context.Background(), Options{Loaded: loaded, Host: host})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { d.Run(ctx); close(done) }()
-	cl := client.New(paths.Socket)
-	for i := 0; ; i++ {
-		if _, err := cl.Ping(context.Background()); err == nil {
-			break
-		}
-		if i > 500 {
-			b.Fatal("daemon did not answer")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	td := runTestDaemon(b, loaded, host)
+	cl := td.cl
 	if err := cl.Call(context.Background(), api.MethodImageRegister, api.ImageRegisterParams{Name: "debian", RootfsPath: img}, nil); err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{cl: cl, stop: func() { cancel(); <-done }}
+	return &benchEnv{cl: cl, stop: td.stop}
 }
 
 func (e *benchEnv) create(name string) (time.Duration, error) {

@@ -85,24 +85,7 @@ func startImageDaemon(t *testing.T, host *fakeImageHost) (*client.Client, config
 	if err := os.WriteFile(loaded.Config.VsockAgentPath, []byte("agent"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(context.Background(), Options{Loaded: loaded, Host: host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{paths: paths, cl: client.New(paths.Socket), cancel: cancel, done: make(chan error, 1)}
-	go func() { td.done <- d.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := td.cl.Ping(context.Background()); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("daemon did not answer")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Cleanup(td.stop)
+	td := runTestDaemon(t, loaded, host)
 	return td.cl, paths, loaded.Config
 }
 

@@ -108,12 +108,19 @@ func startTestDaemon(t *testing.T, getenv func(string) string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(context.Background(), Options{Loaded: loaded, Host: newFakeHost()})
+	return runTestDaemon(t, loaded, newFakeHost())
+}
+
+// runTestDaemon serves a daemon in-process until the test ends and waits
+// until it answers.
+func runTestDaemon(t testing.TB, loaded *config.Loaded, host Host) *testDaemon {
+	t.Helper()
+	d, err := New(context.Background(), Options{Loaded: loaded, Host: host})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{paths: paths, cl: client.New(paths.Socket), cancel: cancel, done: make(chan error, 1)}
+	td := &testDaemon{paths: loaded.Paths, cl: client.New(loaded.Paths.Socket), cancel: cancel, done: make(chan error, 1)}
 	go func() { td.done <- d.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
