@@ -128,7 +128,7 @@ diagnostics() {
   section "nat ruleset"
   echo "net.ipv4.ip_forward = $(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null || echo unknown)"
   if command -v nft >/dev/null 2>&1; then
-    nft list table ip banger 2>&1 || true
+    nft list table ip "banger-${bridge:-banger0}" 2>&1 || true
   else
     echo "(nft is not installed)"
   fi

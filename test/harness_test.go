@@ -332,9 +332,13 @@ func (e *env) taps() []string {
 	return taps
 }
 
+// natTable is banger's NAT table of the default bridge banger0
+// (network.NATTableName).
+const natTable = "banger-banger0"
+
 // natMembers lists the addresses in banger's NAT set in the namespace.
 func (e *env) natMembers() string {
-	out, err := exec.Command("ip", "netns", "exec", e.ns, "nft", "list", "set", "ip", "banger", "nat_guests").CombinedOutput()
+	out, err := exec.Command("ip", "netns", "exec", e.ns, "nft", "list", "set", "ip", natTable, "nat_guests").CombinedOutput()
 	if err != nil {
 		return ""
 	}

@@ -37,12 +37,12 @@ func (e *env) nsNft(args ...string) (string, error) {
 // natSetElems lists the elements of banger's NAT set from `nft -j`.
 func (e *env) natSetElems() []string {
 	e.t.Helper()
-	out, err := e.nsNft("-j", "list", "set", "ip", "banger", "nat_guests")
+	out, err := e.nsNft("-j", "list", "set", "ip", natTable, "nat_guests")
 	if err != nil && strings.Contains(out, "No such file or directory") {
 		return nil // no NAT table: NAT was never used in this namespace
 	}
 	if err != nil {
-		e.t.Fatalf("nft -j list set ip banger nat_guests: %v: %s", err, out)
+		e.t.Fatalf("nft -j list set ip %s nat_guests: %v: %s", natTable, err, out)
 	}
 	var doc struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`

@@ -3,6 +3,7 @@ package hostops
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -107,13 +108,13 @@ func opRenameTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if err := decode("rename-tap", raw, &a); err != nil {
 		return nil, err
 	}
-	if err := checkTapName(a.From); err != nil {
+	if err := checkTapName("rename-tap", a.From); err != nil {
 		return nil, err
 	}
-	if err := checkTapName(a.To); err != nil {
+	if err := checkTapName("rename-tap", a.To); err != nil {
 		return nil, err
 	}
-	return nil, network.RenameTap(a.From, a.To, c.UID)
+	return nil, refuseForeign(network.RenameTap(a.From, a.To, c.UID))
 }
 
 // DeleteTap removes banger's tap; a missing tap is fine.
@@ -121,15 +122,16 @@ func (c *Client) DeleteTap(ctx context.Context, name string) error {
 	return c.call(ctx, "delete-tap", TapArgs{Name: name}, nil)
 }
 
-// NATEnsure installs banger's NAT table and enables IPv4 forwarding,
-// reporting whether forwarding had to be turned on (log it).
+// NATEnsure installs the NAT table of the calling user's bridge for exactly
+// its subnet and enables IPv4 forwarding, reporting whether forwarding had
+// to be turned on (log it).
 func (c *Client) NATEnsure(ctx context.Context, bridge string, prefix netip.Prefix) (forwardEnabled bool, err error) {
 	var res NATEnsureResult
 	err = c.call(ctx, "nat-ensure", NATArgs{Bridge: bridge, Prefix: prefix.String()}, &res)
 	return res.ForwardEnabled, err
 }
 
-// NATAdd enables NAT for a guest address.
+// NATAdd enables NAT for a guest address of the calling user's bridge.
 func (c *Client) NATAdd(ctx context.Context, addr netip.Addr) error {
 	return c.call(ctx, "nat-add", NATAddrArgs{Addr: addr.String()}, nil)
 }
@@ -139,7 +141,8 @@ func (c *Client) NATRemove(ctx context.Context, addr netip.Addr) error {
 	return c.call(ctx, "nat-remove", NATAddrArgs{Addr: addr.String()}, nil)
 }
 
-// NATTeardown removes banger's NAT table; a missing table is fine.
+// NATTeardown removes the calling user's NAT tables (and no other user's);
+// none is fine.
 func (c *Client) NATTeardown(ctx context.Context) error {
 	return c.call(ctx, "nat-teardown", struct{}{}, nil)
 }
@@ -153,6 +156,8 @@ func (c *Client) ForwardPolicy(ctx context.Context, bridge string) (ForwardPolic
 	return res, err
 }
 
+// checkBridgeName checks a bridge name of an op that names itself in its
+// errors otherwise (resolver ops).
 func checkBridgeName(name string) error {
 	if !strings.HasPrefix(name, BridgePrefix) {
 		return fmt.Errorf("%w: bridge %q is not banger's: bridge names must start with %q", ErrRefused, name, BridgePrefix)
@@ -163,11 +168,85 @@ func checkBridgeName(name string) error {
 	return nil
 }
 
-func checkTapName(name string) error {
-	if !tapNameRE.MatchString(name) {
-		return fmt.Errorf("%w: tap %q is not banger's: tap names must match %s", ErrRefused, name, tapNameRE)
+// checkOpBridge checks the bridge name an op was given.
+func checkOpBridge(op, name string) error {
+	if !strings.HasPrefix(name, BridgePrefix) {
+		return fmt.Errorf("%w: %s: bridge %q is not banger's: bridge names must start with %q", ErrRefused, op, name, BridgePrefix)
+	}
+	if err := network.ValidateIfName(name); err != nil {
+		return fmt.Errorf("%w: %s: bridge: %v", ErrRefused, op, err)
 	}
 	return nil
+}
+
+func checkTapName(op, name string) error {
+	if !tapNameRE.MatchString(name) {
+		return fmt.Errorf("%w: %s: tap %q is not banger's: tap names must match %s", ErrRefused, op, name, tapNameRE)
+	}
+	return nil
+}
+
+// refuseForeign marks the network package's refusals of an object that is
+// not the caller's (network.ErrNotBanger: "<doing what to which object>:
+// not banger's: <why>; left alone") as refused.
+func refuseForeign(err error) error {
+	if errors.Is(err, network.ErrNotBanger) && !errors.Is(err, ErrRefused) {
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return err
+}
+
+// callerBridge returns the caller's bridge of that name (one carrying the
+// caller's uid record), refusing any other.
+func callerBridge(op string, c Caller, name string) (network.Bridge, error) {
+	bridges, err := network.OwnedBridges(c.UID)
+	if err != nil {
+		return network.Bridge{}, fmt.Errorf("%s: finding the bridges of uid %d: %w", op, c.UID, err)
+	}
+	for _, b := range bridges {
+		if b.Name == name {
+			return b, nil
+		}
+	}
+	return network.Bridge{}, fmt.Errorf("%w: %s: bridge %s is not a banger bridge of uid %d (missing, or not created by banger for this user)", ErrRefused, op, name, c.UID)
+}
+
+// guestBridge returns the caller's bridge whose subnet holds addr as a guest
+// address: inside the subnet, and neither its network, broadcast or any
+// bridge address. Any other address is refused.
+func guestBridge(op string, c Caller, addr netip.Addr) (string, error) {
+	bridges, err := network.OwnedBridges(c.UID)
+	if err != nil {
+		return "", fmt.Errorf("%s %s: finding the bridges of uid %d: %w", op, addr, c.UID, err)
+	}
+	var subnets []string
+	for _, b := range bridges {
+		for _, p := range b.Addrs {
+			subnets = append(subnets, p.Masked().String()+" on "+b.Name)
+			if p.Addr() == addr {
+				return "", fmt.Errorf("%w: %s %s: it is the address of bridge %s, not a guest's", ErrRefused, op, addr, b.Name)
+			}
+		}
+	}
+	for _, b := range bridges {
+		for _, p := range b.Addrs {
+			m := p.Masked()
+			switch {
+			case !m.Contains(addr):
+				continue
+			case addr == m.Addr():
+				return "", fmt.Errorf("%w: %s %s: it is the network address of %s on bridge %s, not a guest's", ErrRefused, op, addr, m, b.Name)
+			case addr == network.Broadcast(m):
+				return "", fmt.Errorf("%w: %s %s: it is the broadcast address of %s on bridge %s, not a guest's", ErrRefused, op, addr, m, b.Name)
+			}
+			return b.Name, nil
+		}
+	}
+	have := "the caller has no banger bridge"
+	if len(subnets) > 0 {
+		have = "the caller's are " + strings.Join(subnets, ", ")
+	}
+	return "", fmt.Errorf("%w: %s %s: not inside the subnet of a banger bridge of uid %d (%s)", ErrRefused, op, addr, c.UID, have)
 }
 
 func parseAddr4(what, s string) (netip.Addr, error) {
@@ -197,7 +276,7 @@ func opEnsureBridge(ctx context.Context, c Caller, raw json.RawMessage) (any, er
 	if err := decode("ensure-bridge", raw, &a); err != nil {
 		return nil, err
 	}
-	if err := checkBridgeName(a.Name); err != nil {
+	if err := checkOpBridge("ensure-bridge", a.Name); err != nil {
 		return nil, err
 	}
 	ip, err := parseAddr4("bridge address", a.IP)
@@ -210,14 +289,14 @@ func opEnsureBridge(ctx context.Context, c Caller, raw json.RawMessage) (any, er
 	}
 	p := prefix.Masked()
 	if !p.Contains(ip) || ip == p.Addr() || ip == network.Broadcast(p) {
-		return nil, fmt.Errorf("%w: bridge address %s is not a host address of %s", ErrRefused, ip, p)
+		return nil, fmt.Errorf("%w: ensure-bridge %s: bridge address %s is not a host address of %s", ErrRefused, a.Name, ip, p)
 	}
 	if err := network.CheckCIDR(p, a.Name); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+		return nil, fmt.Errorf("%w: ensure-bridge %s: %v", ErrRefused, a.Name, err)
 	}
-	created, err := network.EnsureBridge(a.Name, ip, p)
+	created, err := network.EnsureBridge(a.Name, ip, p, c.UID)
 	if err != nil {
-		return nil, err
+		return nil, refuseForeign(err)
 	}
 	return EnsureBridgeResult{Created: created}, nil
 }
@@ -230,10 +309,10 @@ func opDeleteBridge(ctx context.Context, c Caller, raw json.RawMessage) (any, er
 	if a.IP != "" || a.Prefix != "" {
 		return nil, fmt.Errorf("%w: delete-bridge takes only a name", ErrRefused)
 	}
-	if err := checkBridgeName(a.Name); err != nil {
+	if err := checkOpBridge("delete-bridge", a.Name); err != nil {
 		return nil, err
 	}
-	return nil, network.DeleteBridge(a.Name)
+	return nil, refuseForeign(network.DeleteBridge(a.Name, c.UID))
 }
 
 func opCreateTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
@@ -241,16 +320,16 @@ func opCreateTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if err := decode("create-tap", raw, &a); err != nil {
 		return nil, err
 	}
-	if err := checkTapName(a.Name); err != nil {
+	if err := checkTapName("create-tap", a.Name); err != nil {
 		return nil, err
 	}
-	if err := checkBridgeName(a.Bridge); err != nil {
+	if err := checkOpBridge("create-tap", a.Bridge); err != nil {
 		return nil, err
 	}
 	if c.UID < 0 || c.GID < 0 {
-		return nil, fmt.Errorf("%w: bad caller %d:%d", ErrRefused, c.UID, c.GID)
+		return nil, fmt.Errorf("%w: create-tap %s: bad caller %d:%d", ErrRefused, a.Name, c.UID, c.GID)
 	}
-	return nil, network.CreateTap(a.Name, a.Bridge, c.UID, c.GID)
+	return nil, refuseForeign(network.CreateTap(a.Name, a.Bridge, c.UID, c.GID))
 }
 
 func opDeleteTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
@@ -261,27 +340,45 @@ func opDeleteTap(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if a.Bridge != "" {
 		return nil, fmt.Errorf("%w: delete-tap takes only a name", ErrRefused)
 	}
-	if err := checkTapName(a.Name); err != nil {
+	if err := checkTapName("delete-tap", a.Name); err != nil {
 		return nil, err
 	}
-	return nil, network.DeleteTap(a.Name)
+	return nil, refuseForeign(network.DeleteTap(a.Name, c.UID))
 }
 
+// opNATEnsure installs NAT only for exactly the subnet of one of the
+// caller's bridges.
 func opNATEnsure(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
 	var a NATArgs
 	if err := decode("nat-ensure", raw, &a); err != nil {
 		return nil, err
 	}
-	if err := checkBridgeName(a.Bridge); err != nil {
+	if err := checkOpBridge("nat-ensure", a.Bridge); err != nil {
 		return nil, err
 	}
 	prefix, err := parsePrefix4(a.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	changed, err := network.NATEnsure(a.Bridge, prefix.Masked())
+	b, err := callerBridge("nat-ensure", c, a.Bridge)
 	if err != nil {
 		return nil, err
+	}
+	var have []string
+	found := false
+	for _, p := range b.Addrs {
+		have = append(have, p.Masked().String())
+		found = found || p.Masked() == prefix
+	}
+	if !found || prefix != prefix.Masked() {
+		if len(have) == 0 {
+			have = []string{"none"}
+		}
+		return nil, fmt.Errorf("%w: nat-ensure %s: %s is not the subnet of bridge %s (its subnets: %s)", ErrRefused, a.Bridge, prefix, a.Bridge, strings.Join(have, ", "))
+	}
+	changed, err := network.NATEnsure(a.Bridge, prefix, c.UID)
+	if err != nil {
+		return nil, refuseForeign(err)
 	}
 	return NATEnsureResult{ForwardEnabled: changed}, nil
 }
@@ -295,7 +392,11 @@ func opNATAdd(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nil, network.NATAdd(addr)
+	bridge, err := guestBridge("nat-add", c, addr)
+	if err != nil {
+		return nil, err
+	}
+	return nil, refuseForeign(network.NATAdd(bridge, addr, c.UID))
 }
 
 func opNATRemove(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
@@ -307,15 +408,29 @@ func opNATRemove(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if err != nil {
 		return nil, err
 	}
-	return nil, network.NATRemove(addr)
+	bridge, err := guestBridge("nat-remove", c, addr)
+	if err != nil {
+		return nil, err
+	}
+	return nil, refuseForeign(network.NATRemove(bridge, addr, c.UID))
 }
 
+// opNATTeardown removes the caller's NAT tables (found by their uid
+// record), never another user's.
 func opNATTeardown(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
 	var a struct{}
 	if err := decode("nat-teardown", raw, &a); err != nil {
 		return nil, err
 	}
-	return nil, network.NATTeardown()
+	bridges, err := network.OwnedBridges(c.UID)
+	if err != nil {
+		return nil, fmt.Errorf("nat-teardown: finding the bridges of uid %d: %w", c.UID, err)
+	}
+	var names []string
+	for _, b := range bridges {
+		names = append(names, b.Name)
+	}
+	return nil, refuseForeign(network.NATTeardown(c.UID, names))
 }
 
 func opForwardPolicy(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
@@ -326,7 +441,7 @@ func opForwardPolicy(ctx context.Context, c Caller, raw json.RawMessage) (any, e
 	if a.IP != "" || a.Prefix != "" {
 		return nil, fmt.Errorf("%w: forward-policy takes only a name", ErrRefused)
 	}
-	if err := checkBridgeName(a.Name); err != nil {
+	if err := checkOpBridge("forward-policy", a.Name); err != nil {
 		return nil, err
 	}
 	ok, detail, fix, err := network.ForwardPolicy(a.Name)

@@ -149,6 +149,31 @@ func links(t *testing.T, ns string) map[string]ipLink {
 	return m
 }
 
+// natElems lists the members of bridge's NAT set, sorted.
+func natElems(t *testing.T, ns, bridge string) []string {
+	t.Helper()
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(inNS(t, ns, "nft", "-j", "list", "set", "ip", network.NATTableName(bridge), network.NATSet)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var elems []string
+	for _, o := range doc.Nftables {
+		if raw, ok := o["set"]; ok {
+			var s struct {
+				Elem []string `json:"elem"`
+			}
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			elems = s.Elem
+		}
+	}
+	slices.Sort(elems)
+	return elems
+}
+
 func squash(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func TestNetOpsPrivilegedInProcess(t *testing.T) {
@@ -198,8 +223,16 @@ func TestNetOpsPrivilegedInProcess(t *testing.T) {
 	if err := c.DeleteBridge(ctx, "docker0"); !errors.Is(err, ErrRefused) {
 		t.Errorf("DeleteBridge(docker0) = %v; want refused", err)
 	}
-	// The tap always goes to the caller, whatever it asks for.
-	if _, err := dispatch(ctx, Caller{UID: 4242, GID: 4343}, "create-tap", []byte(`{"name":"bgt-u1","bridge":"bangert9"}`)); err != nil {
+	// The tap always goes to the caller, whatever it asks for, and only
+	// onto the caller's bridge.
+	other := Caller{UID: 4242, GID: 4343}
+	if _, err := dispatch(ctx, other, "create-tap", []byte(`{"name":"bgt-u1","bridge":"bangert9"}`)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "belongs to uid 0, not 4242") {
+		t.Fatalf("create-tap of uid 4242 on root's bridge = %v; want refused", err)
+	}
+	if _, err := dispatch(ctx, other, "ensure-bridge", []byte(`{"name":"bangert7","ip":"10.68.0.1","prefix":"10.68.0.0/24"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatch(ctx, other, "create-tap", []byte(`{"name":"bgt-u1","bridge":"bangert7"}`)); err != nil {
 		t.Fatal(err)
 	}
 	l, err := netlink.LinkByName("bgt-u1")
@@ -209,7 +242,6 @@ func TestNetOpsPrivilegedInProcess(t *testing.T) {
 	if tp, ok := l.(*netlink.Tuntap); !ok || tp.Owner != 4242 || tp.Group != 4343 {
 		t.Fatalf("bgt-u1 = %#v; want a tap owned by 4242:4343", l)
 	}
-	taps = append(taps, "bgt-u1")
 
 	ls := links(t, ns)
 	if !slices.Contains(ls[bridge].Flags, "UP") {
@@ -224,7 +256,7 @@ func TestNetOpsPrivilegedInProcess(t *testing.T) {
 	if _, err := c.NATEnsure(ctx, bridge, prefix); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := squash(inNS(t, ns, "nft", "list", "table", "ip", "banger")), squash(network.RenderRuleset(bridge, prefix)); got != want {
+	if got, want := squash(inNS(t, ns, "nft", "list", "table", "ip", network.NATTableName(bridge))), squash(network.RenderRuleset(bridge, prefix, 0)); got != want {
 		t.Fatalf("kernel ruleset differs from RenderRuleset:\n got: %s\nwant: %s", got, want)
 	}
 	guests := []netip.Addr{netip.MustParseAddr("10.67.0.2"), netip.MustParseAddr("10.67.0.3"), netip.MustParseAddr("10.67.0.4")}
@@ -233,33 +265,20 @@ func TestNetOpsPrivilegedInProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var doc struct {
-		Nftables []map[string]json.RawMessage `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(inNS(t, ns, "nft", "-j", "list", "set", "ip", "banger", "nat_guests")), &doc); err != nil {
-		t.Fatal(err)
-	}
-	var elems []string
-	for _, o := range doc.Nftables {
-		if raw, ok := o["set"]; ok {
-			var s struct {
-				Elem []string `json:"elem"`
-			}
-			if err := json.Unmarshal(raw, &s); err != nil {
-				t.Fatal(err)
-			}
-			elems = s.Elem
-		}
-	}
-	slices.Sort(elems)
-	if want := []string{"10.67.0.2", "10.67.0.3"}; !slices.Equal(elems, want) {
-		t.Fatalf("nat_guests = %v; want %v", elems, want)
+	if elems := natElems(t, ns, bridge); !slices.Equal(elems, []string{"10.67.0.2", "10.67.0.3"}) {
+		t.Fatalf("nat_guests = %v; want 10.67.0.2, 10.67.0.3", elems)
 	}
 
 	for _, tp := range taps {
 		if err := c.DeleteTap(ctx, tp); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := dispatch(ctx, other, "delete-tap", []byte(`{"name":"bgt-u1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dispatch(ctx, other, "delete-bridge", []byte(`{"name":"bangert7"}`)); err != nil {
+		t.Fatal(err)
 	}
 	for _, g := range guests {
 		if err := c.NATRemove(ctx, g); err != nil {

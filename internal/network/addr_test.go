@@ -149,12 +149,12 @@ func TestKernelIPArgGolden(t *testing.T) {
 }
 
 func TestRenderRulesetGolden(t *testing.T) {
-	golden(t, "ruleset.golden", RenderRuleset("banger0", netip.MustParsePrefix("172.16.0.0/24")))
+	golden(t, "ruleset.golden", RenderRuleset("banger0", netip.MustParsePrefix("172.16.0.0/24"), 1000))
 }
 
 func TestRenderRulesetFollowsArguments(t *testing.T) {
-	got := RenderRuleset("bangerX", netip.MustParsePrefix("10.20.30.0/23"))
-	for _, want := range []string{`oifname != "bangerX" masquerade`, `iifname "bangerX" ip saddr 10.20.30.0/23 accept`, `ip daddr 10.20.30.0/23`} {
+	got := RenderRuleset("bangerX", netip.MustParsePrefix("10.20.30.0/23"), 4242)
+	for _, want := range []string{"table ip banger-bangerX {", `comment "banger uid=4242"`, `oifname != "bangerX" masquerade`, `iifname "bangerX" ip saddr 10.20.30.0/23 accept`, `ip daddr 10.20.30.0/23`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ruleset lacks %q:\n%s", want, got)
 		}

@@ -37,7 +37,7 @@ func ForwardPolicy(bridge string) (ok bool, detail, fix string, err error) {
 		if fam != nftables.TableFamilyIPv4 && fam != nftables.TableFamilyINet {
 			continue
 		}
-		if fam == nftables.TableFamilyIPv4 && ch.Table.Name == NATTable {
+		if fam == nftables.TableFamilyIPv4 && isBangerTable(ch.Table.Name) {
 			continue
 		}
 		in, out, err := acceptsBridge(c, chains, ch, bridge, map[string]bool{})

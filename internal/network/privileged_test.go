@@ -136,16 +136,17 @@ func TestPrivilegedLifecycle(t *testing.T) {
 	before := tableNames(t)
 
 	const bridge = "bangert0"
+	const uid, gid = 4242, 4343
 	prefix := netip.MustParsePrefix("10.77.0.0/24")
 	gw := Gateway(prefix)
 	if err := CheckCIDR(prefix, bridge); err != nil {
 		t.Fatalf("CheckCIDR on a fresh namespace: %v", err)
 	}
-	created, err := EnsureBridge(bridge, gw, prefix)
+	created, err := EnsureBridge(bridge, gw, prefix, uid)
 	if err != nil || !created {
 		t.Fatalf("EnsureBridge = %v, %v; want created", created, err)
 	}
-	created, err = EnsureBridge(bridge, gw, prefix)
+	created, err = EnsureBridge(bridge, gw, prefix, uid)
 	if err != nil || created {
 		t.Fatalf("second EnsureBridge = %v, %v; want existing", created, err)
 	}
@@ -153,8 +154,8 @@ func TestPrivilegedLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := br.(*netlink.Bridge); !ok || br.Attrs().Flags&net.FlagUp == 0 {
-		t.Fatalf("bridge %s is %T flags %v; want an up bridge", bridge, br, br.Attrs().Flags)
+	if _, ok := br.(*netlink.Bridge); !ok || br.Attrs().Flags&net.FlagUp == 0 || br.Attrs().Alias != "banger uid=4242" {
+		t.Fatalf("bridge %s is %T flags %v alias %q; want an up bridge with alias %q", bridge, br, br.Attrs().Flags, br.Attrs().Alias, "banger uid=4242")
 	}
 	addrs, _ := netlink.AddrList(br, netlink.FAMILY_V4)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.77.0.1/24" {
@@ -164,7 +165,6 @@ func TestPrivilegedLifecycle(t *testing.T) {
 		t.Fatalf("CheckCIDR must ignore banger's own bridge: %v", err)
 	}
 
-	const uid, gid = 4242, 4343
 	var taps []string
 	var guests []netip.Addr
 	used := map[netip.Addr]bool{}
@@ -210,30 +210,30 @@ func TestPrivilegedLifecycle(t *testing.T) {
 	if err := os.WriteFile(ipForwardPS, []byte("0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	changed, err := NATEnsure(bridge, prefix)
+	changed, err := NATEnsure(bridge, prefix, uid)
 	if err != nil || !changed {
 		t.Fatalf("NATEnsure = %v, %v; want forwarding turned on", changed, err)
 	}
 	if readForward(t) != "1" {
 		t.Fatal("ip_forward is not 1 after NATEnsure")
 	}
-	if changed, err = NATEnsure(bridge, prefix); err != nil || changed {
+	if changed, err = NATEnsure(bridge, prefix, uid); err != nil || changed {
 		t.Fatalf("second NATEnsure = %v, %v; want no change", changed, err)
 	}
 	natted := []netip.Addr{guests[1], guests[4], guests[7], guests[8]}
 	for _, a := range natted {
-		if err := NATAdd(a); err != nil {
+		if err := NATAdd(bridge, a, uid); err != nil {
 			t.Fatalf("NATAdd(%s): %v", a, err)
 		}
 	}
-	if err := NATAdd(guests[4]); err != nil {
+	if err := NATAdd(bridge, guests[4], uid); err != nil {
 		t.Fatalf("adding a member twice: %v", err)
 	}
 	// Re-ensuring keeps the members and does not duplicate rules.
-	if _, err := NATEnsure(bridge, prefix); err != nil {
+	if _, err := NATEnsure(bridge, prefix, uid); err != nil {
 		t.Fatal(err)
 	}
-	members, err := NATMembers()
+	members, err := NATMembers(bridge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestPrivilegedLifecycle(t *testing.T) {
 		t.Fatalf("NAT members = %v; want %v", members, natted)
 	}
 	c, _ := nftables.New()
-	tb := natTable()
+	tb := ipTable(NATTableName(bridge))
 	for _, ch := range []struct {
 		name string
 		n    int
@@ -256,41 +256,41 @@ func TestPrivilegedLifecycle(t *testing.T) {
 	// Delete all "VMs" at once: taps, then NAT by address for every guest,
 	// including ones never added.
 	for _, name := range taps {
-		if err := DeleteTap(name); err != nil {
+		if err := DeleteTap(name, uid); err != nil {
 			t.Fatalf("DeleteTap(%s): %v", name, err)
 		}
 	}
 	for _, a := range guests {
-		if err := NATRemove(a); err != nil {
+		if err := NATRemove(bridge, a, uid); err != nil {
 			t.Fatalf("NATRemove(%s): %v", a, err)
 		}
 	}
-	if m, err := NATMembers(); err != nil || len(m) != 0 {
+	if m, err := NATMembers(bridge); err != nil || len(m) != 0 {
 		t.Fatalf("NAT members after removal = %v, %v; want none", m, err)
 	}
-	if err := NATTeardown(); err != nil {
+	if err := NATTeardown(uid, []string{bridge}); err != nil {
 		t.Fatal(err)
 	}
-	if err := DeleteBridge(bridge); err != nil {
+	if err := DeleteBridge(bridge, uid); err != nil {
 		t.Fatal(err)
 	}
 	// Everything is idempotent once gone.
-	if err := NATTeardown(); err != nil {
+	if err := NATTeardown(uid, nil); err != nil {
 		t.Errorf("second NATTeardown: %v", err)
 	}
-	if err := NATRemove(guests[0]); err != nil {
+	if err := NATRemove(bridge, guests[0], uid); err != nil {
 		t.Errorf("NATRemove without table: %v", err)
 	}
-	if err := DeleteTap(taps[0]); err != nil {
+	if err := DeleteTap(taps[0], uid); err != nil {
 		t.Errorf("DeleteTap of a missing tap: %v", err)
 	}
-	if err := DeleteBridge(bridge); err != nil {
+	if err := DeleteBridge(bridge, uid); err != nil {
 		t.Errorf("DeleteBridge of a missing bridge: %v", err)
 	}
-	if m, err := NATMembers(); err != nil || len(m) != 0 {
+	if m, err := NATMembers(bridge); err != nil || len(m) != 0 {
 		t.Errorf("NATMembers without table = %v, %v", m, err)
 	}
-	if err := NATAdd(guests[0]); err == nil || !strings.Contains(err.Error(), "not set up") {
+	if err := NATAdd(bridge, guests[0], uid); err == nil || !strings.Contains(err.Error(), "not set up") {
 		t.Errorf("NATAdd without table = %v; want a 'not set up' error", err)
 	}
 
@@ -313,7 +313,7 @@ func TestPrivilegedForeignTapsLeftAlone(t *testing.T) {
 	inNetns(t)
 	const bridge = "bangert1"
 	prefix := netip.MustParsePrefix("10.78.0.0/24")
-	if _, err := EnsureBridge(bridge, Gateway(prefix), prefix); err != nil {
+	if _, err := EnsureBridge(bridge, Gateway(prefix), prefix, 0); err != nil {
 		t.Fatal(err)
 	}
 	// A tap someone else made under a banger name, owned by the same uid.
@@ -323,12 +323,12 @@ func TestPrivilegedForeignTapsLeftAlone(t *testing.T) {
 	}
 	mustVeth(t, "bgt-veth", "")
 	// banger's mark but another user's tap.
-	if err := CreateTap("bgt-other", bridge, 1001, 1001); err != nil {
+	if err := createMarkedTap("bgt-other", 1001, 1001); err != nil {
 		t.Fatal(err)
 	}
 
 	cases := []struct{ name, want string }{
-		{"bgt-foreign", "without banger's mark"},
+		{"bgt-foreign", "lacks banger's mark"},
 		{"bgt-veth", "type veth"},
 		{"bgt-other", "owned by uid 1001"},
 	}
@@ -339,7 +339,7 @@ func TestPrivilegedForeignTapsLeftAlone(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"bgt-foreign", "bgt-veth"} {
-		if err := DeleteTap(name); !errors.Is(err, ErrNotBanger) {
+		if err := DeleteTap(name, 0); !errors.Is(err, ErrNotBanger) {
 			t.Errorf("DeleteTap(%s) = %v; want ErrNotBanger", name, err)
 		}
 		l, err := netlink.LinkByName(name)
@@ -359,10 +359,10 @@ func TestPrivilegedForeignTapsLeftAlone(t *testing.T) {
 	if _, err := netlink.LinkByName("bgt-y"); err == nil {
 		t.Error("bgt-y was created although its bridge was refused")
 	}
-	if _, err := EnsureBridge("bgt-veth", netip.MustParseAddr("10.79.0.1"), netip.MustParsePrefix("10.79.0.0/24")); !errors.Is(err, ErrNotBanger) {
+	if _, err := EnsureBridge("bgt-veth", netip.MustParseAddr("10.79.0.1"), netip.MustParsePrefix("10.79.0.0/24"), 0); !errors.Is(err, ErrNotBanger) {
 		t.Errorf("EnsureBridge over a veth = %v; want ErrNotBanger", err)
 	}
-	if err := DeleteBridge("bgt-veth"); !errors.Is(err, ErrNotBanger) {
+	if err := DeleteBridge("bgt-veth", 0); !errors.Is(err, ErrNotBanger) {
 		t.Errorf("DeleteBridge of a veth = %v; want ErrNotBanger", err)
 	}
 	if _, _, err := TapCounters("bgt-missing"); err == nil {
@@ -389,7 +389,7 @@ func TestPrivilegedCheckCIDR(t *testing.T) {
 		}
 	}
 	const bridge = "bangert2"
-	if _, err := EnsureBridge(bridge, netip.MustParseAddr("10.50.0.1"), netip.MustParsePrefix("10.50.0.0/24")); err != nil {
+	if _, err := EnsureBridge(bridge, netip.MustParseAddr("10.50.0.1"), netip.MustParsePrefix("10.50.0.0/24"), 0); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -427,7 +427,7 @@ func TestPrivilegedForwardPolicy(t *testing.T) {
 		t.Fatalf("ForwardPolicy on an empty ruleset = %v, %q, %q, %v; want ok", ok, detail, fix, err)
 	}
 	// banger's own table never counts.
-	if _, err := NATEnsure(bridge, netip.MustParsePrefix("10.80.0.0/24")); err != nil {
+	if _, err := NATEnsure(bridge, netip.MustParsePrefix("10.80.0.0/24"), 0); err != nil {
 		t.Fatal(err)
 	}
 	c, _ := nftables.New()
