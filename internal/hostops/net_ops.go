@@ -208,7 +208,7 @@ func callerBridge(op string, c Caller, name string) (network.Bridge, error) {
 			return b, nil
 		}
 	}
-	return network.Bridge{}, fmt.Errorf("%w: %s: bridge %s is not a banger bridge of uid %d (missing, or not created by banger for this user)", ErrRefused, op, name, c.UID)
+	return network.Bridge{}, fmt.Errorf("%w: %s %s: not a banger bridge of uid %d (missing, or not created by banger for this user)", ErrRefused, op, name, c.UID)
 }
 
 // guestBridge returns the caller's bridge whose subnet holds addr as a guest
@@ -242,9 +242,9 @@ func guestBridge(op string, c Caller, addr netip.Addr) (string, error) {
 			return b.Name, nil
 		}
 	}
-	have := "the caller has no banger bridge"
+	have := fmt.Sprintf("uid %d has no banger bridge", c.UID)
 	if len(subnets) > 0 {
-		have = "the caller's are " + strings.Join(subnets, ", ")
+		have = "its subnets: " + strings.Join(subnets, ", ")
 	}
 	return "", fmt.Errorf("%w: %s %s: not inside the subnet of a banger bridge of uid %d (%s)", ErrRefused, op, addr, c.UID, have)
 }

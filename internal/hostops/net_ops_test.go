@@ -149,6 +149,41 @@ func links(t *testing.T, ns string) map[string]ipLink {
 	return m
 }
 
+// hostLinks renders what the ops may change about the namespace's links
+// (name, kind, master, alias, tap owner, IPv4 addresses), leaving out
+// what the kernel changes by itself (timers, carrier, IPv6 DAD).
+func hostLinks(t *testing.T, ns string) string {
+	t.Helper()
+	var ls []struct {
+		Name     string `json:"ifname"`
+		Master   string `json:"master"`
+		Alias    string `json:"ifalias"`
+		LinkInfo struct {
+			Kind string         `json:"info_kind"`
+			Data map[string]any `json:"info_data"`
+		} `json:"linkinfo"`
+		Addrs []struct {
+			Family string `json:"family"`
+			Local  string `json:"local"`
+			Len    int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(inNS(t, ns, "ip", "-j", "-d", "addr", "show")), &ls); err != nil {
+		t.Fatalf("parsing ip -j -d addr: %v", err)
+	}
+	var b strings.Builder
+	for _, l := range ls {
+		fmt.Fprintf(&b, "%s kind=%s master=%s alias=%q owner=%v", l.Name, l.LinkInfo.Kind, l.Master, l.Alias, l.LinkInfo.Data["user"])
+		for _, a := range l.Addrs {
+			if a.Family == "inet" {
+				fmt.Fprintf(&b, " %s/%d", a.Local, a.Len)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 // natElems lists the members of bridge's NAT set, sorted.
 func natElems(t *testing.T, ns, bridge string) []string {
 	t.Helper()
@@ -304,6 +339,107 @@ func TestNetOpsPrivilegedInProcess(t *testing.T) {
 	}
 	if out := inNS(t, ns, "ip", "-4", "-o", "addr", "show", "dev", "vpn0"); !strings.Contains(out, "10.66.0.1/16") {
 		t.Errorf("vpn0 lost its address: %s", out)
+	}
+}
+
+// TestNetOpsCrossUser plays a second user (uid 4242) and root against the
+// network objects of uid 1000, through the ops as a sudo helper runs them:
+// every attempt is refused on one line naming the op or object and the
+// reason, and nothing on the host changes; 4242's teardown leaves 1000's
+// NAT state whole.
+func TestNetOpsCrossUser(t *testing.T) {
+	ns := namedNetns(t)
+	ctx := context.Background()
+	a, b, root := Caller{UID: 1000, GID: 1000}, Caller{UID: 4242, GID: 4242}, Caller{}
+	must := func(c Caller, op, args string) {
+		t.Helper()
+		if _, err := dispatch(ctx, c, op, []byte(args)); err != nil {
+			t.Fatalf("uid %d %s %s: %v", c.UID, op, args, err)
+		}
+	}
+	must(a, "ensure-bridge", `{"name":"bangerua","ip":"10.93.0.1","prefix":"10.93.0.0/24"}`)
+	must(a, "create-tap", `{"name":"bgt-ua1","bridge":"bangerua"}`)
+	must(a, "nat-ensure", `{"bridge":"bangerua","prefix":"10.93.0.0/24"}`)
+	must(a, "nat-add", `{"addr":"10.93.0.2"}`)
+	must(b, "ensure-bridge", `{"name":"bangerub","ip":"10.94.0.1","prefix":"10.94.0.0/24"}`)
+	must(b, "nat-ensure", `{"bridge":"bangerub","prefix":"10.94.0.0/24"}`)
+	must(b, "nat-add", `{"addr":"10.94.0.2"}`)
+
+	snapshot := func() string {
+		return inNS(t, ns, "nft", "list", "ruleset") + hostLinks(t, ns)
+	}
+	before := snapshot()
+	tableA := inNS(t, ns, "nft", "list", "table", "ip", network.NATTableName("bangerua"))
+
+	attacks := []struct {
+		c             Caller
+		op, args      string
+		object, cause string
+	}{
+		{b, "delete-tap", `{"name":"bgt-ua1"}`, "bgt-ua1", "owned by uid 1000, not 4242"},
+		{root, "delete-tap", `{"name":"bgt-ua1"}`, "bgt-ua1", "owned by uid 1000, not 0"},
+		{b, "rename-tap", `{"from":"bgt-ua1","to":"bgt-ub9"}`, "bgt-ua1", "owned by uid 1000, not 4242"},
+		{b, "create-tap", `{"name":"bgt-ub9","bridge":"bangerua"}`, "bgt-ub9", "bridge bangerua belongs to uid 1000, not 4242"},
+		{b, "delete-bridge", `{"name":"bangerua"}`, "bangerua", "belongs to uid 1000, not 4242"},
+		{root, "delete-bridge", `{"name":"bangerua"}`, "bangerua", "belongs to uid 1000, not 0"},
+		{b, "ensure-bridge", `{"name":"bangerua","ip":"10.93.0.1","prefix":"10.93.0.0/24"}`, "bangerua", "belongs to uid 1000, not 4242"},
+		{b, "ensure-bridge", `{"name":"bangerub","ip":"10.93.0.1","prefix":"10.93.0.0/24"}`, "bangerub", "overlaps 10.93.0.0/24 on interface bangerua"},
+		{b, "nat-add", `{"addr":"8.8.8.8"}`, "nat-add 8.8.8.8", "not inside the subnet of a banger bridge of uid 4242"},
+		{b, "nat-add", `{"addr":"10.93.0.3"}`, "nat-add 10.93.0.3", "not inside the subnet"},
+		{b, "nat-remove", `{"addr":"10.93.0.2"}`, "nat-remove 10.93.0.2", "not inside the subnet"},
+		{root, "nat-remove", `{"addr":"10.93.0.2"}`, "nat-remove 10.93.0.2", "uid 0 has no banger bridge"},
+		{b, "nat-add", `{"addr":"10.94.0.0"}`, "nat-add 10.94.0.0", "network address"},
+		{b, "nat-add", `{"addr":"10.94.0.255"}`, "nat-add 10.94.0.255", "broadcast address"},
+		{b, "nat-add", `{"addr":"10.94.0.1"}`, "nat-add 10.94.0.1", "address of bridge bangerub"},
+		{b, "nat-ensure", `{"bridge":"bangerub","prefix":"0.0.0.0/0"}`, "nat-ensure bangerub", "0.0.0.0/0 is not the subnet of bridge bangerub"},
+		{b, "nat-ensure", `{"bridge":"bangerub","prefix":"10.93.0.0/24"}`, "nat-ensure bangerub", "10.93.0.0/24 is not the subnet"},
+		{b, "nat-ensure", `{"bridge":"bangerub","prefix":"10.94.0.7/24"}`, "nat-ensure bangerub", "is not the subnet"},
+		{b, "nat-ensure", `{"bridge":"bangerua","prefix":"10.93.0.0/24"}`, "nat-ensure bangerua", "not a banger bridge of uid 4242"},
+	}
+	for _, at := range attacks {
+		_, err := dispatch(ctx, at.c, at.op, []byte(at.args))
+		switch {
+		case !errors.Is(err, ErrRefused):
+			t.Errorf("uid %d %s %s = %v; want refused", at.c.UID, at.op, at.args, err)
+		case strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), at.object) || !strings.Contains(err.Error(), at.cause):
+			t.Errorf("uid %d %s %s = %q; want one line naming %q and %q", at.c.UID, at.op, at.args, err, at.object, at.cause)
+		}
+	}
+	if after := snapshot(); after != before {
+		t.Fatalf("refused ops changed the host:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+
+	must(b, "nat-teardown", `{}`)
+	must(b, "nat-teardown", `{}`)
+	if got := inNS(t, ns, "nft", "list", "table", "ip", network.NATTableName("bangerua")); got != tableA {
+		t.Fatalf("uid 4242's teardown changed uid 1000's table:\n%s\nwas:\n%s", got, tableA)
+	}
+	if tables := squash(inNS(t, ns, "nft", "list", "tables")); tables != "table ip "+network.NATTableName("bangerua") {
+		t.Fatalf("tables after uid 4242's teardown = %q; want only uid 1000's", tables)
+	}
+	if elems := natElems(t, ns, "bangerua"); !slices.Equal(elems, []string{"10.93.0.2"}) {
+		t.Fatalf("uid 1000's nat members after uid 4242's teardown = %v", elems)
+	}
+	// Root's teardown is no different.
+	must(root, "nat-teardown", `{}`)
+	if elems := natElems(t, ns, "bangerua"); !slices.Equal(elems, []string{"10.93.0.2"}) {
+		t.Fatalf("uid 1000's nat members after root's teardown = %v", elems)
+	}
+
+	must(a, "nat-remove", `{"addr":"10.93.0.2"}`)
+	must(a, "delete-tap", `{"name":"bgt-ua1"}`)
+	must(a, "nat-teardown", `{}`)
+	must(a, "delete-bridge", `{"name":"bangerua"}`)
+	must(b, "delete-bridge", `{"name":"bangerub"}`)
+	if tables := squash(inNS(t, ns, "nft", "list", "tables")); tables != "" {
+		t.Errorf("tables left: %q", tables)
+	}
+	var names []string
+	for n := range links(t, ns) {
+		names = append(names, n)
+	}
+	if !slices.Equal(names, []string{"lo"}) {
+		t.Errorf("links left: %v", names)
 	}
 }
 
