@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,6 +107,14 @@ func TestSudoClientHalf(t *testing.T) {
 	}
 	if err := cl.call(ctx, "delete-tap", map[string]string{"name": "eth0"}, nil); !errors.Is(err, ErrRefused) {
 		t.Fatalf("foreign interface through sudo: %v, want ErrRefused", err)
+	}
+	// NAT outside the caller's subnets: refused before anything is changed
+	// (the test user has no bridge; the helper only reads the interfaces).
+	if err := cl.NATAdd(ctx, netip.MustParseAddr("8.8.8.8")); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not inside the subnet") {
+		t.Fatalf("nat-add 8.8.8.8 through sudo: %v, want ErrRefused", err)
+	}
+	if _, err := cl.NATEnsure(ctx, "banger0", netip.MustParsePrefix("0.0.0.0/0")); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not a banger bridge of uid") {
+		t.Fatalf("nat-ensure 0.0.0.0/0 through sudo: %v, want ErrRefused", err)
 	}
 	// A helper the sudoers rule does not name fails with the drop-in hint.
 	bad := New(Options{HelperPath: "/usr/bin/true"})
