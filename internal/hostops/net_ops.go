@@ -364,13 +364,16 @@ func opNATEnsure(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if err != nil {
 		return nil, err
 	}
+	// The subnet, however it is written (the daemon passes its configured
+	// cidr as is).
+	prefix = prefix.Masked()
 	var have []string
 	found := false
 	for _, p := range b.Addrs {
 		have = append(have, p.Masked().String())
 		found = found || p.Masked() == prefix
 	}
-	if !found || prefix != prefix.Masked() {
+	if !found {
 		if len(have) == 0 {
 			have = []string{"none"}
 		}
