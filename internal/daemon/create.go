@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/api"
@@ -121,6 +122,23 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 		return s, invalidf("disk size %s is smaller than image %s (%s); use --disk-size %s or more",
 			config.FormatSize(s.diskBytes), s.image.Name, config.FormatSize(s.image.SizeBytes), config.FormatSize(s.image.SizeBytes))
 	}
+	// Refused here, before anything is allocated, rather than by storage.
+	for _, sz := range []struct {
+		what, flag string
+		n          int64
+	}{{"disk size", "--disk-size", s.diskBytes}, {"work disk size", "--work-disk-size", s.workBytes}} {
+		if sz.n%4096 != 0 {
+			return s, invalidf("%s %d bytes is not a multiple of 4 KiB; use %s %s", sz.what, sz.n, sz.flag, config.FormatSize((sz.n+4095)/4096*4096))
+		}
+	}
+	seed, err := d.storage.SeedBytes(ctx, s.image.ID, s.image.RootfsPath)
+	if err != nil {
+		return s, fmt.Errorf("sizing the work disk of image %s: %w", s.image.Name, err)
+	}
+	if s.workBytes < seed {
+		return s, invalidf("work disk size %s is smaller than image %s's /root (%s); use --work-disk-size %s or more",
+			config.FormatSize(s.workBytes), s.image.Name, config.FormatSize(seed), config.FormatSize((seed+1<<20-1)>>20<<20))
+	}
 	if _, err := d.store.GetVMByName(ctx, s.name); err == nil {
 		return s, withKind(ErrConflict, "a vm named %q already exists", s.name)
 	}
@@ -216,6 +234,9 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 		}
 		res.Health = health
 		res.Notices = notices
+	}
+	if p := d.dnsProblem(); p != "" {
+		res.Notices = append(res.Notices, "warning: dns: "+strings.ReplaceAll(p, "NAME.vm", vm.Name+".vm"))
 	}
 	res.VM = d.toAPI(ctx, vm)
 	return res, nil
