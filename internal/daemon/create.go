@@ -128,7 +128,7 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 		n          int64
 	}{{"disk size", "--disk-size", s.diskBytes}, {"work disk size", "--work-disk-size", s.workBytes}} {
 		if sz.n%4096 != 0 {
-			return s, invalidf("%s %d bytes is not a multiple of 4 KiB; use %s %s", sz.what, sz.n, sz.flag, config.FormatSize((sz.n+4095)/4096*4096))
+			return s, invalidf("%s %d bytes is not a multiple of 4 KiB; use %s %s", sz.what, sz.n, sz.flag, flagSize((sz.n+4095)/4096*4096))
 		}
 	}
 	seed, err := d.storage.SeedBytes(ctx, s.image.ID, s.image.RootfsPath)
@@ -137,13 +137,16 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 	}
 	if s.workBytes < seed {
 		return s, invalidf("work disk size %s is smaller than image %s's /root (%s); use --work-disk-size %s or more",
-			config.FormatSize(s.workBytes), s.image.Name, config.FormatSize(seed), config.FormatSize((seed+1<<20-1)>>20<<20))
+			config.FormatSize(s.workBytes), s.image.Name, config.FormatSize(seed), flagSize((seed+1<<20-1)>>20<<20))
 	}
 	if _, err := d.store.GetVMByName(ctx, s.name); err == nil {
 		return s, withKind(ErrConflict, "a vm named %q already exists", s.name)
 	}
 	return s, nil
 }
+
+// flagSize writes n for a command line: "64MiB", not "64 MiB".
+func flagSize(n int64) string { return strings.ReplaceAll(config.FormatSize(n), " ", "") }
 
 // alloc picks the lowest free guest address, CID and the MAC derived from
 // the address; the store calls it inside its create transaction.
