@@ -28,6 +28,9 @@ func (a *app) applyConventions(root *cobra.Command) {
 	}
 	root.Version = v
 	root.SetVersionTemplate(fmt.Sprintf("banger %s (commit %s, built %s)\n", v, orUnknown(a.build.Commit), orUnknown(a.build.Date)))
+	// Groups run (to refuse unknown subcommands) but are used as "banger vm
+	// [command]": their usage leaves out the "banger vm [flags]" line.
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "Usage:{{if .Runnable}}", "Usage:{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		if c.HasSubCommands() {

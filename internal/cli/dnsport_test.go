@@ -13,7 +13,7 @@ import (
 )
 
 // TestDNSPortTaken: with another process on the DNS port, daemon status,
-// doctor and vm create all say so (before, only the log did).
+// doctor, dns setup and vm create all say so (before, only the log did).
 func TestDNSPortTaken(t *testing.T) {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -58,6 +58,11 @@ func TestDNSPortTaken(t *testing.T) {
 	out, _, _ = runCLI(t, env, "doctor")
 	if !strings.Contains(out, "FAIL  dns_port") || !strings.Contains(out, problem) {
 		t.Fatalf("doctor text:\n%s", out)
+	}
+
+	out, _, _ = runCLI(t, env, "dns", "setup")
+	if !strings.Contains(out, "Warning: "+problem) || strings.Contains(out, "banger's DNS server answers") {
+		t.Fatalf("dns setup:\n%s", out)
 	}
 
 	// vm create (without starting: no Firecracker needed) warns too.

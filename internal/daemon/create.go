@@ -145,8 +145,18 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 	return s, nil
 }
 
-// flagSize writes n for a command line: "64MiB", not "64 MiB".
-func flagSize(n int64) string { return strings.ReplaceAll(config.FormatSize(n), " ", "") }
+// flagSize writes n exactly, for a command line: "64MiB", "32772KiB".
+func flagSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		mult int64
+	}{{"GiB", config.GiB}, {"MiB", config.MiB}, {"KiB", config.KiB}} {
+		if n%u.mult == 0 {
+			return fmt.Sprintf("%d%s", n/u.mult, u.name)
+		}
+	}
+	return fmt.Sprint(n)
+}
 
 // alloc picks the lowest free guest address, CID and the MAC derived from
 // the address; the store calls it inside its create transaction.
