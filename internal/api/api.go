@@ -107,17 +107,15 @@ func (e *Error) Error() string { return e.Message }
 
 // DaemonStatus is the result of daemon.status.
 type DaemonStatus struct {
-	PID       int       `json:"pid"`
-	Version   string    `json:"version"`
-	Commit    string    `json:"commit"`
-	Socket    string    `json:"socket"`
-	StateDir  string    `json:"state_dir"`
-	StartedAt time.Time `json:"started_at"`
-	UptimeS   float64   `json:"uptime_s"`
-	DNSListen []string  `json:"dns_listen,omitempty"`
-	// DNSProblem says why bangerd does not serve DNS on dns_listen_addr
-	// (another process holds the port), empty when it does.
-	DNSProblem string         `json:"dns_problem,omitempty"`
+	PID        int            `json:"pid"`
+	Version    string         `json:"version"`
+	Commit     string         `json:"commit"`
+	Socket     string         `json:"socket"`
+	StateDir   string         `json:"state_dir"`
+	StartedAt  time.Time      `json:"started_at"`
+	UptimeS    float64        `json:"uptime_s"`
+	DNSListen  []string       `json:"dns_listen,omitempty"`
+	DNSProblem string         `json:"dns_problem,omitempty"` // why dns_listen_addr is not served (port taken)
 	VMCounts   map[string]int `json:"vm_counts"`
 	Euid       int            `json:"euid"`
 	Privileged string         `json:"privileged"` // "in-process" or "sudo"
