@@ -217,9 +217,10 @@ func (e *env) vm(name string) api.VM {
 func (e *env) registerImage() {
 	e.t.Helper()
 	tree := filepath.Join(e.dir, "tree")
-	for _, d := range []string{"root/.ssh", "etc", "usr/local/bin"} {
+	for _, d := range []string{"root/.ssh", "etc", "usr/local/bin", "sbin"} {
 		os.MkdirAll(filepath.Join(tree, d), 0o755)
 	}
+	os.WriteFile(filepath.Join(tree, "sbin/init"), []byte("#!/bin/sh\n"), 0o755) // register wants an init
 	os.Chmod(filepath.Join(tree, "root"), 0o700)
 	os.WriteFile(filepath.Join(tree, "root/.bashrc"), []byte("# bashrc\n"), 0o644)
 	os.WriteFile(filepath.Join(tree, "root/.ssh/authorized_keys"), []byte("ssh-ed25519 AAAA test\n"), 0o600)

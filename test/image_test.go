@@ -21,6 +21,10 @@ func TestImageRegisterAndDelete(t *testing.T) {
 	}
 	notExt4 := filepath.Join(e.dir, "junk.img")
 	os.WriteFile(notExt4, make([]byte, 4096), 0o644)
+	junkKernel := filepath.Join(e.dir, "junk-vmlinux")
+	os.WriteFile(junkKernel, []byte(strings.Repeat("random bytes, not a kernel ", 500)), 0o644)
+	emptyExt4 := filepath.Join(e.dir, "empty.ext4")
+	run(t, "mkfs.ext4", "-q", "-F", emptyExt4, "16M")
 	cases := []struct {
 		name string
 		args []string
@@ -32,6 +36,8 @@ func TestImageRegisterAndDelete(t *testing.T) {
 		{"kernel missing", []string{"image", "register", "k", "--rootfs", filepath.Join(e.dir, "img.ext4"), "--kernel", filepath.Join(e.dir, "nokernel")}, "nokernel"},
 		{"bad name", []string{"image", "register", "Bad_Name", "--rootfs", filepath.Join(e.dir, "img.ext4")}, "image name"},
 		{"no rootfs flag", []string{"image", "register", "x"}, "--rootfs"},
+		{"junk kernel", []string{"image", "register", "k2", "--rootfs", filepath.Join(e.dir, "img.ext4"), "--kernel", junkKernel}, "is not a kernel image"},
+		{"empty ext4", []string{"image", "register", "debian2", "--rootfs", emptyExt4}, "has no init"},
 	}
 	for _, c := range cases {
 		_, errOut, code := e.banger(c.args...)

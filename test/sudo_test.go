@@ -170,6 +170,8 @@ func TestUnprivilegedDaemonThroughSudo(t *testing.T) {
 	tree := filepath.Join(s.dir, "tree")
 	os.MkdirAll(filepath.Join(tree, "root"), 0o700)
 	os.WriteFile(filepath.Join(tree, "root", ".bashrc"), []byte("# bashrc\n"), 0o644)
+	os.MkdirAll(filepath.Join(tree, "sbin"), 0o755)
+	os.WriteFile(filepath.Join(tree, "sbin", "init"), []byte("#!/bin/sh\n"), 0o755) // register wants an init
 	run(t, "mkfs.ext4", "-q", "-F", "-d", tree, img, "32M")
 	os.Chmod(img, 0o644)
 	s.okAs(nil, "image", "register", "debian", "--rootfs", img)

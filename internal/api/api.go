@@ -115,6 +115,7 @@ type DaemonStatus struct {
 	StartedAt  time.Time      `json:"started_at"`
 	UptimeS    float64        `json:"uptime_s"`
 	DNSListen  []string       `json:"dns_listen,omitempty"`
+	DNSProblem string         `json:"dns_problem,omitempty"` // why dns_listen_addr is not served (port taken)
 	VMCounts   map[string]int `json:"vm_counts"`
 	Euid       int            `json:"euid"`
 	Privileged string         `json:"privileged"` // "in-process" or "sudo"

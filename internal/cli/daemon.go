@@ -145,7 +145,12 @@ func printStatus(a *app, st api.DaemonStatus) {
 	w.row("state dir", st.StateDir)
 	w.row("uptime", humanDuration(time.Duration(st.UptimeS*float64(time.Second))))
 	w.row("privileged ops", st.Privileged)
-	if len(st.DNSListen) > 0 {
+	switch {
+	case st.DNSProblem != "" && len(st.DNSListen) > 0:
+		w.row("dns", st.DNSProblem+" (serving on "+strings.Join(st.DNSListen, ", ")+")")
+	case st.DNSProblem != "":
+		w.row("dns", st.DNSProblem)
+	case len(st.DNSListen) > 0:
 		w.row("dns", strings.Join(st.DNSListen, ", "))
 	}
 	var parts []string
@@ -195,6 +200,9 @@ func (a *app) client(ctx context.Context) (*client.Client, error) {
 // then PATH.
 func (a *app) daemonBinary() (string, error) {
 	if p := a.getenv("BANGER_DAEMON_BIN"); p != "" {
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() {
+			return "", failf("bangerd not found at %s (BANGER_DAEMON_BIN); unset it or point it at bangerd", p)
+		}
 		return p, nil
 	}
 	if exe, err := os.Executable(); err == nil {

@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"context"
 	"net"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"banger/internal/client"
+	"banger/internal/config"
 	"banger/internal/hostops"
+	"banger/internal/preflight"
 )
 
 // addDNSCommands registers `dns setup`.
@@ -56,6 +61,7 @@ the privileged helper and record what was done in the state directory (dns-setup
 				detect:       hostops.DetectResolver,
 				bridgeExists: linkExists,
 				forced:       resolver,
+				problem:      dnsProblem(c.Context(), l),
 			}
 			switch {
 			case apply:
@@ -71,6 +77,23 @@ the privileged helper and record what was done in the state directory (dns-setup
 	setup.Flags().StringVar(&resolver, "resolver", "auto", "host resolver: auto, resolved or dnsmasq")
 	dns.AddCommand(setup)
 	root.AddCommand(dns)
+}
+
+// dnsProblem asks a running bangerd whether it serves dns_listen_addr;
+// without one it tries the port, which bangerd will need.
+func dnsProblem(ctx context.Context, l *config.Loaded) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if st, err := client.New(l.Paths.Socket).Ping(ctx); err == nil {
+		return st.DNSProblem
+	}
+	addr := l.Config.DNSListenAddr.String()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return preflight.DNSProblem(addr, err)
+	}
+	pc.Close()
+	return ""
 }
 
 func linkExists(name string) bool {

@@ -30,6 +30,17 @@ type dnsSetup struct {
 	bridgeExists func(name string) bool
 	forced       string // "auto", hostops.ResolverResolved or hostops.ResolverDnsmasq
 	now          func() time.Time
+	// problem says why banger's server does not answer on dns_listen_addr
+	// (the port is taken), "" when it does or will.
+	problem string
+}
+
+// warnProblem says, before any step, that the steps alone will not make
+// NAME.vm resolve.
+func (s *dnsSetup) warnProblem() {
+	if s.problem != "" {
+		fmt.Fprintf(s.out, "Warning: %s.\nUntil it does, the steps below point the resolver at a server that is not banger's.\n\n", s.problem)
+	}
 }
 
 // resolver is the detected resolver, or the one --resolver names.
@@ -62,7 +73,11 @@ func (s *dnsSetup) printCheck() {
 func (s *dnsSetup) print() error {
 	r := s.resolver()
 	fmt.Fprintf(s.out, "Host resolver: %s\n", r.Why)
-	fmt.Fprintf(s.out, "banger's DNS server answers for vm. on %s and %s.\n\n", s.cfg.DNSListenAddr, s.bridgeAddr())
+	if s.problem != "" {
+		s.warnProblem()
+	} else {
+		fmt.Fprintf(s.out, "banger's DNS server answers for vm. on %s and %s.\n\n", s.cfg.DNSListenAddr, s.bridgeAddr())
+	}
 	if r.Kind == hostops.ResolverResolved {
 		fmt.Fprintf(s.out, "Steps (as root):\n  resolvectl dns %s %s\n  resolvectl domain %s %s\n", s.cfg.BridgeName, s.bridgeAddr(), s.cfg.BridgeName, hostops.ResolverDomain)
 		fmt.Fprintln(s.out, "resolved forgets these when the bridge goes away; `banger dns setup --apply` performs them and")
@@ -97,6 +112,7 @@ func (s *dnsSetup) apply(ctx context.Context) error {
 		now = s.now
 	}
 	fmt.Fprintf(s.out, "Host resolver: %s\n", r.Why)
+	s.warnProblem()
 	var rec hostops.ResolverSetup
 	if r.Kind == hostops.ResolverResolved {
 		bridge, addr := s.cfg.BridgeName, s.bridgeAddr()

@@ -150,3 +150,23 @@ func TestDNSSetupApplyRevertDnsmasq(t *testing.T) {
 		t.Fatalf("calls %v, want %v", h.calls, want)
 	}
 }
+
+// TestDNSSetupSaysWhenPortTaken: with banger's port held by another
+// process, dns setup does not claim banger answers there.
+func TestDNSSetupSaysWhenPortTaken(t *testing.T) {
+	s, _, out := newTestDNSSetup(t, resolvedHost, true)
+	s.problem = "127.0.0.1:42069 taken by another process; NAME.vm won't resolve through it — set dns_listen_addr to a free address"
+	if err := s.print(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Warning: "+s.problem) || strings.Contains(out.String(), "banger's DNS server answers") {
+		t.Fatalf("print with the port taken:\n%s", out)
+	}
+	out.Reset()
+	if err := s.apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Warning: "+s.problem) {
+		t.Fatalf("apply with the port taken:\n%s", out)
+	}
+}

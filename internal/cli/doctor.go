@@ -8,7 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"banger/internal/api"
 	"banger/internal/client"
+	"banger/internal/config"
 	"banger/internal/hostops"
 	"banger/internal/preflight"
 )
@@ -28,17 +30,24 @@ func (a *app) addDoctorCommand(root *cobra.Command) {
 			if err != nil {
 				return err
 			}
+			if err := config.CheckPreflightNames(ignore); err != nil {
+				return usageErrorf("--ignore-preflight-errors: %v", err)
+			}
 			cfg := l.Config
 			cfg.IgnorePreflightErrors = append(append([]string{}, cfg.IgnorePreflightErrors...), ignore...)
 			ctx, cancel := context.WithTimeout(c.Context(), time.Second)
-			_, perr := client.New(l.Paths.Socket).Ping(ctx)
+			st, perr := client.New(l.Paths.Socket).Ping(ctx)
 			cancel()
+			var daemon *api.DaemonStatus
+			if perr == nil {
+				daemon = &st
+			}
 			host := hostops.New(hostops.Options{Roots: []string{l.Paths.StateDir, l.Paths.DataDir}, HelperPath: cfg.HelperPath})
 			fp := func(bridge string) (bool, string, string, error) {
 				r, err := host.ForwardPolicy(c.Context(), bridge)
 				return r.OK, r.Detail, r.Fix, err
 			}
-			env := preflight.Env{Config: cfg, Paths: l.Paths, DaemonRunning: perr == nil, ForwardPolicy: fp}
+			env := preflight.Env{Config: cfg, Paths: l.Paths, Daemon: daemon, ForwardPolicy: fp}
 			rs := preflight.Run(c.Context(), env)
 			failed := false
 			for _, r := range rs {
@@ -63,7 +72,7 @@ func (a *app) addDoctorCommand(root *cobra.Command) {
 			}
 			if failed {
 				if !jsonOut {
-					fmt.Fprintln(a.stderr, "banger: some checks failed; fix them, or name them in ignore_preflight_errors to proceed anyway")
+					fmt.Fprintf(a.stderr, "banger: %s\n", preflight.IgnoreHint(rs))
 				}
 				return &silentExit{code: ExitFailed}
 			}

@@ -94,6 +94,7 @@ func (a *app) addImageCommands(root *cobra.Command) {
 	list.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	del := &cobra.Command{
 		Use:     "delete NAME",
+		Aliases: []string{"rm"},
 		Short:   "Delete an image (refused while VMs use it)",
 		Example: "  banger image delete old",
 		Args:    cobra.ExactArgs(1),

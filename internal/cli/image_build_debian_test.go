@@ -61,7 +61,7 @@ func TestImageBuildDebianBadInput(t *testing.T) {
 	}{
 		{"bad size", []string{"--size", "huge"}, ExitUsage, `--size "huge"`},
 		{"too small", []string{"--size", "200M"}, ExitUsage, "at least 1G"},
-		{"stray argument", []string{"extra"}, ExitUsage, "unknown command"},
+		{"stray argument", []string{"extra"}, ExitUsage, `banger image build debian: takes no arguments, got "extra"`},
 		{"no daemon binary", []string{"--name", "d2"}, ExitFailed, "bangerd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,16 +33,23 @@ const (
 	exitCodeUnset = -1
 )
 
-// exitError carries an exit code and a one-line message.
+// exitError carries an exit code and a one-line message. A bare message
+// already starts with the command ("banger vm logs: needs a VM name") and is
+// printed without the "banger: " prefix.
 type exitError struct {
 	code int
 	msg  string
+	bare bool
 }
 
 func (e *exitError) Error() string { return e.msg }
 
 func usageErrorf(format string, args ...any) error {
 	return &exitError{code: ExitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+func bareUsagef(format string, args ...any) error {
+	return &exitError{code: ExitUsage, msg: fmt.Sprintf(format, args...), bare: true}
 }
 
 func failf(format string, args ...any) error {
@@ -80,7 +87,12 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return ExitOK
 	}
 	code, msg := classify(err)
-	if msg != "" {
+	var ee *exitError
+	switch {
+	case msg == "":
+	case errors.As(err, &ee) && ee.bare:
+		fmt.Fprintln(a.stderr, msg)
+	default:
 		fmt.Fprintf(a.stderr, "banger: %s\n", msg)
 	}
 	return code
@@ -155,6 +167,7 @@ func (a *app) rootCmd() *cobra.Command {
 	a.addRuntimeCommands(root)
 	a.addTUICommands(root)
 	a.addDNSCommands(root)
+	a.applyConventions(root)
 	return root
 }
 

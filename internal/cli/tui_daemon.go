@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -128,6 +129,9 @@ func (a *app) installUnit(ctx context.Context, path string) error {
 	if fi, err := os.Stat(bin); err != nil || fi.IsDir() {
 		return failf("bangerd not found at %s; install it with `make install` or set BANGER_DAEMON_BIN", bin)
 	}
+	if err := a.checkUserManager(ctx); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return failf("creating %s: %v", filepath.Dir(path), err)
 	}
@@ -151,6 +155,9 @@ func (a *app) uninstallUnit(ctx context.Context, path string) error {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(a.stdout, "%s is not installed (no %s)\n", unitName, path)
 		return nil
+	}
+	if err := a.checkUserManager(ctx); err != nil {
+		return err
 	}
 	if _, err := hostops.Run(ctx, "systemctl", "--user", "disable", "--now", unitName); err != nil {
 		return failf("%v", err)
@@ -191,4 +198,43 @@ func (a *app) stopOnDemandDaemon(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return failf("bangerd (pid %d) did not exit within 35s; see %s", st.PID, l.Paths.LogFile)
+}
+
+// checkUserManager makes sure systemctl --user can reach a user manager
+// before install or uninstall changes anything: without a user session
+// (no login, no lingering) systemctl fails with "Failed to connect to bus"
+// after the unit was written and the running daemon stopped.
+func (a *app) checkUserManager(ctx context.Context) error {
+	user := a.getenv("USER")
+	if user == "" {
+		user = "$USER"
+	}
+	hint := fmt.Sprintf("nothing was changed; start your user manager with `loginctl enable-linger %s` (it then runs without a login), or run this from a login session (ssh, console or desktop)", user)
+	rt := a.getenv("XDG_RUNTIME_DIR")
+	if rt == "" {
+		return failf("no systemd user session: XDG_RUNTIME_DIR is not set, so systemctl --user has no bus to connect to; %s", hint)
+	}
+	private, bus := filepath.Join(rt, "systemd", "private"), filepath.Join(rt, "bus")
+	if !isSocket(private) && !isSocket(bus) {
+		return failf("no systemd user session: no user manager listens in %s (neither bus nor systemd/private), so systemctl --user cannot connect; %s", rt, hint)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "systemctl", "--user", "is-system-running")
+	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+rt)
+	out, _ := cmd.CombinedOutput() // is-system-running exits non-zero when degraded
+	state := oneLine(string(out))
+	switch state {
+	case "running", "degraded", "starting", "initializing", "maintenance":
+		return nil
+	}
+	if state == "" {
+		state = "nothing"
+	}
+	return failf("no systemd user session: `systemctl --user is-system-running` answered %q; %s", state, hint)
+}
+
+func isSocket(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode()&os.ModeSocket != 0
 }

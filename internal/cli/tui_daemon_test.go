@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,9 @@ func TestUnitFileGolden(t *testing.T) {
 }
 
 // standInSystemctl puts a systemctl on PATH that records its arguments,
-// one call per line, and returns the record's path.
+// one call per line, and returns the record's path. It answers "running" to
+// is-system-running and fails like systemctl without a bus on calls that
+// contain fail ("*" for all).
 func standInSystemctl(t *testing.T, fail string) string {
 	t.Helper()
 	bin := t.TempDir()
@@ -37,6 +40,7 @@ func standInSystemctl(t *testing.T, fail string) string {
 	if fail != "" {
 		script += "case \"$*\" in *" + fail + "*) echo 'Failed to connect to bus: No medium found' >&2; exit 1;; esac\n"
 	}
+	script += "case \"$*\" in *is-system-running*) echo running;; esac\n"
 	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -44,9 +48,25 @@ func standInSystemctl(t *testing.T, fail string) string {
 	return rec
 }
 
+// userBus makes XDG_RUNTIME_DIR/bus a listening socket, as a user
+// session has.
+func userBus(t *testing.T, env map[string]string) {
+	t.Helper()
+	rt := env["XDG_RUNTIME_DIR"]
+	if err := os.MkdirAll(rt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(rt, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+}
+
 func TestDaemonInstallAndUninstall(t *testing.T) {
 	rec := standInSystemctl(t, "")
 	env := envWithConfig(t, "")
+	userBus(t, env)
 	bangerd := filepath.Join(env["HOME"], "bin", "bangerd")
 	os.MkdirAll(filepath.Dir(bangerd), 0o755)
 	if err := os.WriteFile(bangerd, []byte("#!/bin/sh\n"), 0o755); err != nil {
@@ -76,7 +96,7 @@ func TestDaemonInstallAndUninstall(t *testing.T) {
 		}
 	}
 	calls, _ := os.ReadFile(rec)
-	if got, want := string(calls), "--user daemon-reload\n--user enable --now bangerd.service\n"; got != want {
+	if got, want := string(calls), "--user is-system-running\n--user daemon-reload\n--user enable --now bangerd.service\n"; got != want {
 		t.Fatalf("systemctl calls after install:\n%s\nwant:\n%s", got, want)
 	}
 	os.Remove(rec)
@@ -89,7 +109,7 @@ func TestDaemonInstallAndUninstall(t *testing.T) {
 		t.Fatalf("unit still there after uninstall: %v", err)
 	}
 	calls, _ = os.ReadFile(rec)
-	if got, want := string(calls), "--user disable --now bangerd.service\n--user daemon-reload\n"; got != want {
+	if got, want := string(calls), "--user is-system-running\n--user disable --now bangerd.service\n--user daemon-reload\n"; got != want {
 		t.Fatalf("systemctl calls after uninstall:\n%s\nwant:\n%s", got, want)
 	}
 
@@ -104,6 +124,7 @@ func TestDaemonInstallErrors(t *testing.T) {
 	t.Run("systemctl fails", func(t *testing.T) {
 		standInSystemctl(t, "enable")
 		env := envWithConfig(t, "")
+		userBus(t, env)
 		bangerd := filepath.Join(env["HOME"], "bangerd")
 		os.WriteFile(bangerd, []byte("#!/bin/sh\n"), 0o755)
 		env["BANGER_DAEMON_BIN"] = bangerd
@@ -121,6 +142,87 @@ func TestDaemonInstallErrors(t *testing.T) {
 		}
 		if _, err := os.Stat(rec); err == nil {
 			t.Fatal("systemctl ran although bangerd is missing")
+		}
+	})
+}
+
+// TestDaemonInstallWithoutUserSession: with no user manager to talk to,
+// install and uninstall change nothing (no unit written or removed, no
+// daemon stopped, no systemctl call that needs the bus) and say what to do.
+func TestDaemonInstallWithoutUserSession(t *testing.T) {
+	setup := func(t *testing.T) (map[string]string, string, string) {
+		rec := standInSystemctl(t, "*")
+		env := envWithConfig(t, "")
+		bangerd := filepath.Join(env["HOME"], "bangerd")
+		os.WriteFile(bangerd, []byte("#!/bin/sh\n"), 0o755)
+		env["BANGER_DAEMON_BIN"] = bangerd
+		env["USER"] = "dev"
+		return env, rec, filepath.Join(env["HOME"], ".config", "systemd", "user", "bangerd.service")
+	}
+	wantRefusal := func(t *testing.T, errOut string, code int, want string) {
+		t.Helper()
+		if code != ExitFailed || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Fatalf("exit %d, stderr %q; want exit 1 and one line", code, errOut)
+		}
+		for _, w := range []string{"no systemd user session", want, "nothing was changed", "loginctl enable-linger dev", "login session"} {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("stderr lacks %q: %q", w, errOut)
+			}
+		}
+	}
+	t.Run("no bus socket", func(t *testing.T) {
+		env, rec, unit := setup(t)
+		out, errOut, code := runCLI(t, env, "daemon", "install")
+		wantRefusal(t, errOut, code, "no user manager listens in "+env["XDG_RUNTIME_DIR"])
+		if out != "" {
+			t.Errorf("stdout %q", out)
+		}
+		if _, err := os.Stat(unit); err == nil {
+			t.Error("unit written without a user session")
+		}
+		if _, err := os.Stat(rec); err == nil {
+			t.Error("systemctl ran although no bus socket exists")
+		}
+	})
+	t.Run("bus socket but no manager answers", func(t *testing.T) {
+		env, rec, unit := setup(t)
+		userBus(t, env)
+		_, errOut, code := runCLI(t, env, "daemon", "install")
+		wantRefusal(t, errOut, code, `answered "Failed to connect to bus: No medium found"`)
+		if _, err := os.Stat(unit); err == nil {
+			t.Error("unit written without a user manager")
+		}
+		if calls, _ := os.ReadFile(rec); string(calls) != "--user is-system-running\n" {
+			t.Errorf("systemctl calls %q, want only is-system-running", calls)
+		}
+	})
+	t.Run("no XDG_RUNTIME_DIR", func(t *testing.T) {
+		env, _, _ := setup(t)
+		delete(env, "XDG_RUNTIME_DIR")
+		_, errOut, code := runCLI(t, env, "daemon", "install")
+		wantRefusal(t, errOut, code, "XDG_RUNTIME_DIR is not set")
+	})
+	t.Run("uninstall keeps the unit", func(t *testing.T) {
+		env, rec, unit := setup(t)
+		os.MkdirAll(filepath.Dir(unit), 0o755)
+		os.WriteFile(unit, []byte("[Unit]\n"), 0o644)
+		_, errOut, code := runCLI(t, env, "daemon", "install", "--uninstall")
+		wantRefusal(t, errOut, code, "no user manager listens")
+		if _, err := os.Stat(unit); err != nil {
+			t.Errorf("unit removed without a user session: %v", err)
+		}
+		if _, err := os.Stat(rec); err == nil {
+			t.Error("systemctl ran")
+		}
+	})
+	t.Run("running daemon keeps running", func(t *testing.T) {
+		env, _, _ := setup(t)
+		td := startInProcessDaemon(t, env)
+		_, errOut, code := runCLI(t, env, "daemon", "install")
+		wantRefusal(t, errOut, code, "no user manager listens")
+		out, _, code := runCLI(t, env, "daemon", "status", "--json")
+		if code != 0 || !strings.Contains(out, `"running": true`) || td.stopped() {
+			t.Fatalf("daemon stopped by a refused install: exit %d, %s", code, out)
 		}
 	})
 }

@@ -19,13 +19,16 @@ func (a *app) addVMCommands(root *cobra.Command) {
 		Short:   "Create, run and manage VMs",
 		Aliases: []string{"vms"},
 	}
+	del := a.vmBatchCmd("delete", "Delete VMs and their disks (stops them first)", api.MethodVMDelete)
+	del.Aliases = []string{"rm"}
+	del.SuggestFor = []string{"remove", "destroy"}
 	vm.AddCommand(
 		a.vmCreateCmd(),
 		a.vmBatchCmd("start", "Start stopped VMs (waits until each is healthy)", api.MethodVMStart),
 		a.vmBatchCmd("stop", "Stop VMs gracefully (Ctrl-Alt-Del, forced after stop_grace)", api.MethodVMStop),
 		a.vmBatchCmd("restart", "Stop and start VMs", api.MethodVMRestart),
 		a.vmKillCmd(),
-		a.vmBatchCmd("delete", "Delete VMs and their disks (stops them first)", api.MethodVMDelete),
+		del,
 		a.vmSetCmd(),
 		a.vmListCmd(),
 		a.vmShowCmd(),
@@ -38,13 +41,14 @@ func (a *app) addVMCommands(root *cobra.Command) {
 
 func (a *app) vmCreateCmd() *cobra.Command {
 	var p api.VMCreateParams
-	var vcpu, mem int
+	var vcpu int
+	var mem string
 	var quiet, jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "create [NAME]",
 		Short: "Create a VM and start it (unless --no-start)",
 		Example: `  banger vm create dev
-  banger vm create --vcpu 4 --memory 4096 --nat build
+  banger vm create --vcpu 4 --memory 4G --nat build
   banger vm create --no-start scratch`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -97,13 +101,14 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.StringVar(&p.Name, "name", "", "VM name (a DNS label; generated when omitted)")
 	f.StringVar(&p.Image, "image", "", "image name (default: default_image_name)")
 	f.IntVar(&vcpu, "vcpu", 0, "vCPUs, 1-32 (default: default_vcpu)")
-	f.IntVar(&mem, "memory", 0, "memory in MiB, >= 128 (default: default_memory_mib)")
+	f.StringVar(&mem, "memory", "", "memory: a size such as 4G or 512M, or a number of MiB; >= 128 MiB (default: default_memory_mib)")
 	f.StringVar(&p.DiskSize, "disk-size", "", "root disk size, e.g. 8G (default: default_disk_size)")
 	f.StringVar(&p.WorkDiskSize, "work-disk-size", "", "work disk (/root) size, e.g. 16G (default: default_work_disk_size)")
 	f.BoolVar(&p.NAT, "nat", false, "give the VM outbound network through NAT")
 	f.BoolVar(&p.NoStart, "no-start", false, "create without starting")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	addCPUsAlias(cmd)
 	a.showDefaults(cmd)
 	return cmd
 }
@@ -284,13 +289,14 @@ func (a *app) vmKillCmd() *cobra.Command {
 }
 
 func (a *app) vmSetCmd() *cobra.Command {
-	var vcpu, mem int
+	var vcpu int
+	var mem string
 	var nat, noNAT, jsonOut bool
 	var work string
 	cmd := &cobra.Command{
 		Use:   "set VM...",
 		Short: "Change VMs' settings (vCPU and memory apply at the next start; NAT applies at once)",
-		Example: `  banger vm set dev --vcpu 4 --memory 8192
+		Example: `  banger vm set dev --vcpu 4 --memory 8G
   banger vm set a b --nat
   banger vm set dev --work-disk-size 32G   # stopped VMs only; grows, never shrinks`,
 		Args: cobra.MinimumNArgs(1),
@@ -335,11 +341,12 @@ func (a *app) vmSetCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.IntVar(&vcpu, "vcpu", 0, "vCPUs, 1-32 (next start)")
-	f.IntVar(&mem, "memory", 0, "memory in MiB (next start)")
+	f.StringVar(&mem, "memory", "", "memory: a size such as 8G, or a number of MiB (next start)")
 	f.BoolVar(&nat, "nat", false, "enable NAT (live)")
 	f.BoolVar(&noNAT, "no-nat", false, "disable NAT (live)")
 	f.StringVar(&work, "work-disk-size", "", "grow the work disk (stopped VM only)")
 	f.BoolVar(&jsonOut, "json", false, "print results as JSON")
+	addCPUsAlias(cmd)
 	return cmd
 }
 
@@ -348,7 +355,7 @@ func (a *app) vmListCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:     "list",
-		Aliases: []string{"ls"},
+		Aliases: []string{"ls", "ps"},
 		Short:   "List VMs",
 		Example: "  banger vm list\n  banger vm list -o wide\n  banger vm list --json",
 		Args:    cobra.NoArgs,
@@ -461,9 +468,9 @@ func (a *app) vmShowCmd() *cobra.Command {
 	return cmd
 }
 
-// sizingFlags validates --vcpu and --memory when given; omitted flags stay
-// nil so the daemon applies its defaults.
-func sizingFlags(c *cobra.Command, vcpu, mem int) (*int, *int, error) {
+// sizingFlags validates --vcpu (or --cpus) and --memory when given;
+// omitted flags stay nil so the daemon applies its defaults.
+func sizingFlags(c *cobra.Command, vcpu int, memFlag string) (*int, *int, error) {
 	var vp, mp *int
 	if c.Flags().Changed("vcpu") {
 		if vcpu < 1 || vcpu > 32 {
@@ -472,8 +479,9 @@ func sizingFlags(c *cobra.Command, vcpu, mem int) (*int, *int, error) {
 		vp = &vcpu
 	}
 	if c.Flags().Changed("memory") {
-		if mem < 128 {
-			return nil, nil, usageErrorf("--memory %d MiB is too small; use at least 128", mem)
+		mem, err := parseMemoryMiB(memFlag)
+		if err != nil {
+			return nil, nil, err
 		}
 		mp = &mem
 	}

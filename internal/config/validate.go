@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -104,10 +106,28 @@ func validate(c *Config) *Error {
 	if c.TapPoolSize < 0 {
 		return keyError("tap_pool_size", "%d is negative; use 0 (no pool) or more", c.TapPoolSize)
 	}
-	for _, name := range c.IgnorePreflightErrors {
-		if !validCheckName(name) {
-			return keyError("ignore_preflight_errors", "%q is not a preflight check name; use names from `banger doctor` such as kvm or vhost_vsock, or all", name)
+	if err := CheckPreflightNames(c.IgnorePreflightErrors); err != nil {
+		return keyError("ignore_preflight_errors", "%v", err)
+	}
+	return nil
+}
+
+// PreflightChecks names every preflight check, in doctor's order. The
+// checks live in internal/preflight (which imports this package); its tests
+// keep the two in step.
+var PreflightChecks = []string{
+	"kvm", "pvm", "vhost_vsock", "firecracker", "kernel", "agent", "sudo", "device_mapper", "loop", "tun",
+	"nat", "forward_policy", "dns_port", "state_dir", "debootstrap",
+}
+
+// CheckPreflightNames refuses a name in an ignore list that is not a
+// preflight check (or "all"), listing the names.
+func CheckPreflightNames(names []string) error {
+	for _, name := range names {
+		if name == IgnoreAllPreflight || slices.Contains(PreflightChecks, name) {
+			continue
 		}
+		return fmt.Errorf("%q is not a preflight check; use %s, or %s", name, strings.Join(PreflightChecks, ", "), IgnoreAllPreflight)
 	}
 	return nil
 }
@@ -193,18 +213,6 @@ func validImageName(name string) bool {
 	}
 	for _, r := range name {
 		if !isAlnum(r) && r != '_' && r != '.' && r != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-func validCheckName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
 			return false
 		}
 	}

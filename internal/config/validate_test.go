@@ -120,8 +120,9 @@ func TestValidate(t *testing.T) {
 		{"negative tap pool", func(c *Config) { c.TapPoolSize = -1 }, "tap_pool_size", "negative"},
 		{"tap pool", func(c *Config) { c.TapPoolSize = 8 }, "", ""},
 		{"ignore checks", func(c *Config) { c.IgnorePreflightErrors = []string{"kvm", "vhost_vsock", "all"} }, "", ""},
-		{"ignore bad name", func(c *Config) { c.IgnorePreflightErrors = []string{"KVM check"} }, "ignore_preflight_errors", "not a preflight check name"},
-		{"ignore empty name", func(c *Config) { c.IgnorePreflightErrors = []string{""} }, "ignore_preflight_errors", "not a preflight check name"},
+		{"ignore bad name", func(c *Config) { c.IgnorePreflightErrors = []string{"KVM check"} }, "ignore_preflight_errors", "not a preflight check; use kvm, pvm, vhost_vsock"},
+		{"ignore unknown name", func(c *Config) { c.IgnorePreflightErrors = []string{"kvm", "kvmm"} }, "ignore_preflight_errors", `"kvmm" is not a preflight check; use kvm,`},
+		{"ignore empty name", func(c *Config) { c.IgnorePreflightErrors = []string{""} }, "ignore_preflight_errors", "not a preflight check"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

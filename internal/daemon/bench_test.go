@@ -58,6 +58,8 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	tree := filepath.Join(dir, "tree")
 	os.MkdirAll(filepath.Join(tree, "root"), 0o700)
 	os.WriteFile(filepath.Join(tree, "root", ".bashrc"), []byte("#\n"), 0o644)
+	os.MkdirAll(filepath.Join(tree, "sbin"), 0o755)
+	os.WriteFile(filepath.Join(tree, "sbin", "init"), []byte("#!/bin/sh\n"), 0o755) // register wants an init
 	if o, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, img, "16M").CombinedOutput(); err != nil {
 		b.Fatalf("mkfs: %v: %s", err, o)
 	}

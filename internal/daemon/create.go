@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/api"
@@ -121,10 +122,40 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 		return s, invalidf("disk size %s is smaller than image %s (%s); use --disk-size %s or more",
 			config.FormatSize(s.diskBytes), s.image.Name, config.FormatSize(s.image.SizeBytes), config.FormatSize(s.image.SizeBytes))
 	}
+	// Refused here, before anything is allocated, rather than by storage.
+	for _, sz := range []struct {
+		what, flag string
+		n          int64
+	}{{"disk size", "--disk-size", s.diskBytes}, {"work disk size", "--work-disk-size", s.workBytes}} {
+		if sz.n%4096 != 0 {
+			return s, invalidf("%s %d bytes is not a multiple of 4 KiB; use %s %s", sz.what, sz.n, sz.flag, flagSize((sz.n+4095)/4096*4096))
+		}
+	}
+	seed, err := d.storage.SeedBytes(ctx, s.image.ID, s.image.RootfsPath)
+	if err != nil {
+		return s, fmt.Errorf("sizing the work disk of image %s: %w", s.image.Name, err)
+	}
+	if s.workBytes < seed {
+		return s, invalidf("work disk size %s is smaller than image %s's /root (%s); use --work-disk-size %s or more",
+			config.FormatSize(s.workBytes), s.image.Name, config.FormatSize(seed), flagSize((seed+1<<20-1)>>20<<20))
+	}
 	if _, err := d.store.GetVMByName(ctx, s.name); err == nil {
 		return s, withKind(ErrConflict, "a vm named %q already exists", s.name)
 	}
 	return s, nil
+}
+
+// flagSize writes n exactly, for a command line: "64MiB", "32772KiB".
+func flagSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		mult int64
+	}{{"GiB", config.GiB}, {"MiB", config.MiB}, {"KiB", config.KiB}} {
+		if n%u.mult == 0 {
+			return fmt.Sprintf("%d%s", n/u.mult, u.name)
+		}
+	}
+	return fmt.Sprint(n)
 }
 
 // alloc picks the lowest free guest address, CID and the MAC derived from
@@ -216,6 +247,9 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 		}
 		res.Health = health
 		res.Notices = notices
+	}
+	if p := d.dnsProblem(); p != "" {
+		res.Notices = append(res.Notices, "warning: dns: "+strings.ReplaceAll(p, "NAME.vm", vm.Name+".vm"))
 	}
 	res.VM = d.toAPI(ctx, vm)
 	return res, nil

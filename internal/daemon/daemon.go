@@ -203,6 +203,7 @@ func (d *Daemon) status(ctx context.Context, _ json.RawMessage) (any, error) {
 		StartedAt:  d.started,
 		UptimeS:    time.Since(d.started).Seconds(),
 		DNSListen:  d.dnsAddrs(),
+		DNSProblem: d.dnsProblem(),
 		VMCounts:   counts,
 		Euid:       os.Geteuid(),
 		Privileged: d.hostMode(),

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,23 +15,6 @@ import (
 	"banger/internal/storage"
 	"banger/internal/store"
 )
-
-// isExt4 checks the ext2/3/4 superblock magic (0xEF53 at byte 1080).
-func isExt4(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	b := make([]byte, 2)
-	if _, err := f.ReadAt(b, 1080); err != nil {
-		return fmt.Errorf("too small to hold an ext4 filesystem")
-	}
-	if binary.LittleEndian.Uint16(b) != 0xEF53 {
-		return fmt.Errorf("not an ext4 filesystem")
-	}
-	return nil
-}
 
 func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any, error) {
 	var p api.ImageRegisterParams
@@ -48,10 +30,7 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 	if _, err := d.store.GetImageByName(ctx, p.Name); err == nil {
 		return nil, withKind(ErrConflict, "an image named %q already exists; delete it first or pick another name", p.Name)
 	}
-	if err := isExt4(p.RootfsPath); err != nil {
-		return nil, invalidf("rootfs %s: %v", p.RootfsPath, err)
-	}
-	for flag, path := range map[string]string{"kernel": p.KernelPath, "initrd": p.InitrdPath} {
+	for flag, path := range map[string]string{"rootfs": p.RootfsPath, "kernel": p.KernelPath, "initrd": p.InitrdPath} {
 		if path == "" {
 			continue
 		}
@@ -61,6 +40,20 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 	}
 	if p.InitrdPath != "" && p.KernelPath == "" {
 		return nil, invalidf("--initrd needs --kernel")
+	}
+	// Junk is refused before anything is copied: a kernel Firecracker cannot
+	// boot, a file that is no ext4, an ext4 without an init.
+	if p.KernelPath != "" {
+		if err := image.CheckKernel(p.KernelPath); err != nil {
+			return nil, invalidf("%v", err)
+		}
+	}
+	init, err := image.CheckRootfs(ctx, p.RootfsPath)
+	if err != nil {
+		if errors.Is(err, image.ErrNoDebugfs) {
+			return nil, withKind(ErrUnavailable, "%v", err)
+		}
+		return nil, invalidf("%v", err)
 	}
 	img := store.Image{ID: store.NewID(), Name: p.Name, Source: "registered", CreatedAt: time.Now()}
 	dir := filepath.Join(d.paths.ImagesDir, img.ID)
@@ -77,7 +70,6 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 		}
 		return dst, nil
 	}
-	var err error
 	if img.RootfsPath, err = copyIn(p.RootfsPath, "rootfs.ext4"); err != nil {
 		return nil, err
 	}
@@ -101,7 +93,7 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 		return nil, err
 	}
 	rv.success()
-	d.log.Info("registered image", "image", img.Name, "id", img.ID, "size", img.SizeBytes)
+	d.log.Info("registered image", "image", img.Name, "id", img.ID, "size", img.SizeBytes, "init", init)
 	return imageToAPI(img), nil
 }
 

@@ -23,8 +23,8 @@ const consoleMaxBytes = 8 << 20
 
 func (d *Daemon) preflightStart(ctx context.Context) error {
 	rs := preflight.Run(ctx, preflight.Env{Config: d.cfg, Paths: d.paths, Cache: d.checks}, preflight.StartNames()...)
-	if err := preflight.FirstFailure(rs); err != nil {
-		return withKind(ErrUnavailable, "%v (or add it to ignore_preflight_errors)", err)
+	if err := preflight.Err(rs); err != nil {
+		return withKind(ErrUnavailable, "%v", err)
 	}
 	return nil
 }

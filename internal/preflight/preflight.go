@@ -1,25 +1,23 @@
 // Package preflight holds banger's host checks: `banger doctor` prints them
 // all, and vm start/create run the ones they need and fail early with the
-// same messages.
+// same messages. Capabilities are found by trying them (internal/capability),
+// the same probes the daemon's own choices use, so doctor and the daemon
+// agree.
 package preflight
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"banger/internal/api"
+	"banger/internal/capability"
 	"banger/internal/config"
-	"banger/internal/hostops"
 )
 
 // Statuses.
@@ -29,9 +27,10 @@ const (
 	Fail = "fail"
 )
 
-// Check names.
+// Check names (config.PreflightChecks lists them all, in doctor's order).
 const (
 	KVM           = "kvm"
+	PVM           = "pvm"
 	VhostVsock    = "vhost_vsock"
 	Firecracker   = "firecracker"
 	Kernel        = "kernel"
@@ -47,27 +46,77 @@ const (
 	Debootstrap   = "debootstrap"
 )
 
+// ignorable are the checks whose failure leaves VMs usable, so suggesting
+// ignore_preflight_errors makes sense: without KVM a fake Firecracker (CI)
+// still runs, and without the DNS port only NAME.vm resolution is lost. A
+// missing binary, kernel or helper is never worth ignoring: the start would
+// fail a moment later.
+var ignorable = []string{KVM, DNSPort}
+
+// Ignorable reports whether a failure of the named check is worth ignoring.
+func Ignorable(name string) bool { return slices.Contains(ignorable, name) }
+
 // Result is one check's outcome.
 type Result struct {
-	Name    string `json:"name"`
-	Status  string `json:"status"`
-	Detail  string `json:"detail"`
-	Fix     string `json:"fix,omitempty"`
-	Ignored bool   `json:"ignored,omitempty"`
+	Name      string `json:"name"`
+	Status    string `json:"status"`
+	Detail    string `json:"detail"`
+	Fix       string `json:"fix,omitempty"`
+	Ignored   bool   `json:"ignored,omitempty"`
+	Ignorable bool   `json:"ignorable,omitempty"`
 }
 
 // Env is what the checks look at.
 type Env struct {
 	Config config.Config
 	Paths  config.Paths
-	// DaemonRunning means a bangerd answers, so its DNS port is expected to be taken.
-	DaemonRunning bool
+	// Daemon is the running bangerd's status, nil when none answers; the
+	// DNS check asks it which addresses it serves.
+	Daemon *api.DaemonStatus
 	// ForwardPolicy inspects foreign FORWARD chains (nil skips the check).
 	ForwardPolicy func(bridge string) (ok bool, detail, fix string, err error)
 	// Cache, when set, remembers checks that run a binary (firecracker
 	// --version) for as long as that file is unchanged. The daemon keeps
 	// one so a create does not spawn a process just to re-check.
 	Cache *Cache
+	// Probes ask the kernel; zero fields use internal/capability.
+	Probes Probes
+}
+
+// Probes are the capability probes the checks use. Tests put stand-ins in.
+type Probes struct {
+	KVM          func() error
+	Tun          func() error
+	Loop         func() (string, error)
+	DeviceMapper func() (string, error) // device-mapper with the snapshot target
+	NFTables     func() (string, error)
+	PVM          func() capability.PVM
+	KernelConfig func(kernel string) (string, error)
+}
+
+func (p Probes) withDefaults() Probes {
+	if p.KVM == nil {
+		p.KVM = capability.KVM
+	}
+	if p.Tun == nil {
+		p.Tun = capability.Tun
+	}
+	if p.Loop == nil {
+		p.Loop = capability.Loop
+	}
+	if p.DeviceMapper == nil {
+		p.DeviceMapper = capability.DMSnapshots
+	}
+	if p.NFTables == nil {
+		p.NFTables = capability.NFTables
+	}
+	if p.PVM == nil {
+		p.PVM = capability.DetectPVM
+	}
+	if p.KernelConfig == nil {
+		p.KernelConfig = capability.KernelConfig
+	}
+	return p
 }
 
 // Cache remembers results of checks keyed by the identity of the file they
@@ -112,9 +161,7 @@ func (c *Cache) cached(path string, check func() Result) Result {
 }
 
 // AllNames lists every check in doctor's order.
-func AllNames() []string {
-	return []string{KVM, VhostVsock, Firecracker, Kernel, Agent, Sudo, DeviceMapper, Loop, Tun, NAT, ForwardPolicy, DNSPort, StateDir, Debootstrap}
-}
+func AllNames() []string { return slices.Clone(config.PreflightChecks) }
 
 // StartNames are the checks vm start and vm create run first.
 func StartNames() []string {
@@ -127,14 +174,18 @@ func Run(ctx context.Context, env Env, names ...string) []Result {
 	if len(names) == 0 {
 		names = AllNames()
 	}
+	env.Probes = env.Probes.withDefaults()
 	var out []Result
 	for _, n := range names {
 		r := run(ctx, env, n)
 		r.Name = n
-		if r.Status == Fail && ignored(env.Config.IgnorePreflightErrors, n) {
-			r.Status = Warn
-			r.Ignored = true
-			r.Detail += " (ignored by ignore_preflight_errors)"
+		if r.Status == Fail {
+			r.Ignorable = Ignorable(n)
+			if ignored(env.Config.IgnorePreflightErrors, n) {
+				r.Status = Warn
+				r.Ignored = true
+				r.Detail += " (ignored by ignore_preflight_errors)"
+			}
 		}
 		out = append(out, r)
 	}
@@ -142,188 +193,62 @@ func Run(ctx context.Context, env Env, names ...string) []Result {
 }
 
 func ignored(list []string, name string) bool {
-	return slices.Contains(list, name) || slices.Contains(list, "all")
+	return slices.Contains(list, name) || slices.Contains(list, config.IgnoreAllPreflight)
 }
 
-// FirstFailure returns an error for the first failed check, or nil.
-func FirstFailure(rs []Result) error {
+// Failed returns the failed checks.
+func Failed(rs []Result) []Result {
+	var out []Result
 	for _, r := range rs {
 		if r.Status == Fail {
-			msg := fmt.Sprintf("preflight check %s failed: %s", r.Name, r.Detail)
-			if r.Fix != "" {
-				msg += "; " + r.Fix
-			}
-			return errors.New(msg)
+			out = append(out, r)
 		}
 	}
-	return nil
+	return out
 }
 
-func run(ctx context.Context, env Env, name string) Result {
-	c := env.Config
-	switch name {
-	case KVM:
-		if _, err := os.Stat("/dev/kvm"); err != nil {
-			return Result{Status: Fail, Detail: "/dev/kvm does not exist: this host has no KVM (nested virtualisation off, or not a Linux host with VT-x/AMD-V)",
-				Fix: "enable virtualisation in the firmware or the hypervisor, load kvm_intel/kvm_amd, then re-run `banger doctor`"}
-		}
-		if err := unix.Access("/dev/kvm", unix.R_OK|unix.W_OK); err != nil {
-			return Result{Status: Fail, Detail: "/dev/kvm is not read-write for this user",
-				Fix: "add yourself to the kvm group (`sudo usermod -aG kvm $USER`, then log in again) or grant an ACL (`sudo setfacl -m u:$USER:rw /dev/kvm`)"}
-		}
-		return Result{Status: Pass, Detail: "/dev/kvm is read-write"}
-	case VhostVsock:
-		if _, err := os.Stat("/dev/vhost-vsock"); err != nil {
-			return Result{Status: Warn, Detail: "/dev/vhost-vsock missing; not needed: Firecracker serves vsock in user space over unix sockets"}
-		}
-		return Result{Status: Pass, Detail: "/dev/vhost-vsock present"}
-	case Firecracker:
-		return env.Cache.cached(c.FirecrackerBin, func() Result { return checkFirecracker(ctx, c.FirecrackerBin) })
-	case Kernel:
-		if err := readable(c.KernelPath); err != nil {
-			return Result{Status: Fail, Detail: fmt.Sprintf("kernel %s: %v", c.KernelPath, err), Fix: "install the runtime bundle with `banger runtime install`, or set kernel_path"}
-		}
-		return Result{Status: Pass, Detail: c.KernelPath}
-	case Agent:
-		return env.Cache.cached(c.VsockAgentPath, func() Result { return checkAgent(c.VsockAgentPath) })
-	case Sudo:
-		if os.Geteuid() == 0 {
-			return Result{Status: Pass, Detail: "running as root: privileged operations run in-process"}
-		}
-		if _, err := hostops.Run(ctx, "sudo", "-n", "-l", c.HelperPath, "internal", "ensure-state-dirs"); err != nil {
-			return Result{Status: Fail, Detail: fmt.Sprintf("`sudo -n %s internal ...` is not allowed: %s", c.HelperPath, oneLine(err.Error())),
-				Fix: "run `sudo make install-helper` in the banger checkout (installs the helper and " + hostops.SudoersPath + ")"}
-		}
-		return Result{Status: Pass, Detail: "sudo -n may run " + c.HelperPath}
-	case DeviceMapper:
-		if _, err := os.Stat("/dev/mapper/control"); err != nil {
-			return Result{Status: Warn, Detail: "no device-mapper (/dev/mapper/control missing): the copy storage driver is used (full copies instead of copy-on-write snapshots)",
-				Fix: "load dm_mod and dm_snapshot (`sudo modprobe dm_snapshot`) for instant root disks"}
-		}
-		return Result{Status: Pass, Detail: "device-mapper available: dm storage driver usable"}
-	case Loop:
-		if _, err := os.Stat("/dev/loop-control"); err != nil {
-			return Result{Status: Warn, Detail: "/dev/loop-control missing: the dm driver and /root repair need loop devices", Fix: "sudo modprobe loop"}
-		}
-		return Result{Status: Pass, Detail: "/dev/loop-control present"}
-	case Tun:
-		if _, err := os.Stat("/dev/net/tun"); err != nil {
-			return Result{Status: Fail, Detail: "/dev/net/tun missing: taps cannot be created", Fix: "sudo modprobe tun"}
-		}
-		if err := unix.Access("/dev/net/tun", unix.R_OK|unix.W_OK); err != nil {
-			return Result{Status: Fail, Detail: "/dev/net/tun is not read-write for this user: Firecracker opens its tap through it",
-				Fix: "give it the usual mode (`sudo chmod 0666 /dev/net/tun`) or an ACL (`sudo setfacl -m u:$USER:rw /dev/net/tun`)"}
-		}
-		return Result{Status: Pass, Detail: "/dev/net/tun is read-write"}
-	case NAT:
-		if _, err := os.Stat("/proc/sys/net/ipv4/ip_forward"); err != nil {
-			return Result{Status: Warn, Detail: "cannot read net.ipv4.ip_forward: NAT may not work"}
-		}
-		if _, err := os.Stat("/sys/module/nf_tables"); err != nil {
-			return Result{Status: Warn, Detail: "nf_tables module not loaded yet (it loads on first use); VMs without NAT work regardless", Fix: "sudo modprobe nf_tables"}
-		}
-		return Result{Status: Pass, Detail: "nf_tables loaded"}
-	case ForwardPolicy:
-		if env.ForwardPolicy == nil {
-			return Result{Status: Pass, Detail: "not checked"}
-		}
-		ok, detail, fix, err := env.ForwardPolicy(c.BridgeName)
-		if err != nil {
-			return Result{Status: Warn, Detail: "could not inspect the FORWARD chains: " + oneLine(err.Error())}
-		}
-		if !ok {
-			return Result{Status: Warn, Detail: detail, Fix: fix}
-		}
-		return Result{Status: Pass, Detail: "no foreign FORWARD chain drops bridge traffic"}
-	case DNSPort:
-		return checkDNSPort(env)
-	case Debootstrap:
-		for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-			if _, err := os.Stat(filepath.Join(dir, "debootstrap")); err == nil {
-				return Result{Status: Pass, Detail: "debootstrap available for `banger image build debian`"}
-			}
-		}
-		return Result{Status: Warn, Detail: "debootstrap missing: `banger image build debian` needs it", Fix: "sudo apt-get install debootstrap"}
-	case StateDir:
-		return checkStateDir(env.Paths.StateDir)
+// Err returns one error naming every failed check with its fix, or nil. It
+// suggests ignore_preflight_errors only for checks worth ignoring.
+func Err(rs []Result) error {
+	failed := Failed(rs)
+	if len(failed) == 0 {
+		return nil
 	}
-	return Result{Status: Fail, Detail: "unknown check " + name}
+	var parts, ign []string
+	for _, r := range failed {
+		p := r.Detail
+		if r.Fix != "" {
+			p += " (fix: " + r.Fix + ")"
+		}
+		parts = append(parts, r.Name+": "+p)
+		if r.Ignorable {
+			ign = append(ign, r.Name)
+		}
+	}
+	msg := "preflight check " + strings.Replace(parts[0], ": ", " failed: ", 1)
+	if len(failed) > 1 {
+		msg = fmt.Sprintf("%d preflight checks failed: %s", len(failed), strings.Join(parts, "; "))
+	}
+	if len(ign) > 0 {
+		msg += fmt.Sprintf("; to go on without %s, add it to ignore_preflight_errors", strings.Join(ign, " and "))
+	}
+	return errors.New(msg)
 }
 
-func readable(p string) error {
-	if p == "" {
-		return errors.New("not set")
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return errors.New("does not exist")
-		}
-		return err
-	}
-	return f.Close()
-}
-
-func checkFirecracker(ctx context.Context, bin string) Result {
-	fi, err := os.Stat(bin)
-	if err != nil {
-		return Result{Status: Fail, Detail: fmt.Sprintf("firecracker binary %s does not exist", bin), Fix: "install the runtime bundle with `banger runtime install`, or set firecracker_bin"}
-	}
-	if fi.Mode()&0o111 == 0 {
-		return Result{Status: Fail, Detail: fmt.Sprintf("%s is not executable", bin), Fix: "chmod +x " + bin}
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	out, err := hostops.Run(ctx, bin, "--version")
-	if err != nil {
-		return Result{Status: Fail, Detail: fmt.Sprintf("%s --version failed: %s", bin, oneLine(err.Error()))}
-	}
-	return Result{Status: Pass, Detail: fmt.Sprintf("%s (%s)", bin, oneLine(string(out)))}
-}
-
-// checkAgent wants a static linux executable: no PT_INTERP program header.
-func checkAgent(p string) Result {
-	f, err := elf.Open(p)
-	if err != nil {
-		if os.IsNotExist(err) {
-			return Result{Status: Fail, Detail: fmt.Sprintf("guest agent %s does not exist", p), Fix: "install the runtime bundle with `banger runtime install`, or set vsock_agent_path"}
-		}
-		return Result{Status: Fail, Detail: fmt.Sprintf("guest agent %s is not a linux executable: %v", p, err), Fix: "rebuild it with `make build` (CGO_ENABLED=0)"}
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return Result{Status: Fail, Detail: fmt.Sprintf("guest agent %s is dynamically linked; guests need a static binary", p), Fix: "rebuild it with `make build` (CGO_ENABLED=0)"}
+// IgnoreHint is doctor's closing line for failed checks: what to do, and
+// which of them (if any) may be ignored.
+func IgnoreHint(rs []Result) string {
+	var ign []string
+	for _, r := range Failed(rs) {
+		if r.Ignorable {
+			ign = append(ign, r.Name)
 		}
 	}
-	return Result{Status: Pass, Detail: p + " (static)"}
-}
-
-func checkDNSPort(env Env) Result {
-	addr := env.Config.DNSListenAddr.String()
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		if env.DaemonRunning {
-			return Result{Status: Pass, Detail: addr + " served by the running bangerd"}
-		}
-		return Result{Status: Fail, Detail: fmt.Sprintf("DNS listen address %s is taken: %v", addr, oneLine(err.Error())), Fix: "set dns_listen_addr to a free port, or stop what holds it"}
+	if len(ign) == 0 {
+		return "some checks failed; fix them (each has a fix line above)"
 	}
-	pc.Close()
-	return Result{Status: Pass, Detail: addr + " is free"}
-}
-
-func checkStateDir(dir string) Result {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Result{Status: Fail, Detail: fmt.Sprintf("cannot create state dir %s: %v", dir, err), Fix: "set BANGER_STATE_DIR to a writable directory"}
-	}
-	f, err := os.CreateTemp(dir, ".doctor-*")
-	if err != nil {
-		return Result{Status: Fail, Detail: fmt.Sprintf("state dir %s is not writable: %v", dir, err), Fix: "fix its ownership: sudo chown -R $USER " + dir}
-	}
-	name := f.Name()
-	f.Close()
-	os.Remove(name)
-	return Result{Status: Pass, Detail: filepath.Clean(dir) + " is writable"}
+	return fmt.Sprintf("some checks failed; fix them, or, to go on without %s, pass --ignore-preflight-errors %s or add it to ignore_preflight_errors",
+		strings.Join(ign, " and "), strings.Join(ign, ","))
 }
 
 func oneLine(s string) string {

@@ -57,12 +57,12 @@ func TestIgnoredFailureBecomesWarning(t *testing.T) {
 	if rs[0].Status != Warn || !rs[0].Ignored {
 		t.Fatalf("ignored failure: %+v", rs[0])
 	}
-	if err := FirstFailure(rs); err != nil {
+	if err := Err(rs); err != nil {
 		t.Fatalf("ignored failure still fails: %v", err)
 	}
 	env.Config.IgnorePreflightErrors = nil
 	rs = Run(context.Background(), env, Firecracker)
-	if err := FirstFailure(rs); err == nil || !strings.Contains(err.Error(), "firecracker") || !strings.Contains(err.Error(), "runtime install") {
+	if err := Err(rs); err == nil || !strings.Contains(err.Error(), "firecracker") || !strings.Contains(err.Error(), "runtime install") {
 		t.Fatalf("failure: %v", err)
 	}
 }

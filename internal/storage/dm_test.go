@@ -353,42 +353,6 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func TestDetect(t *testing.T) {
-	dir := t.TempDir()
-	file := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	control := file("control", "")
-	loaded := file("sys/dm_snapshot/x", "")
-	builtin := filepath.Join(dir, "builtin")
-	file("builtin/modules.builtin", "kernel/drivers/md/dm-snapshot.ko\n")
-	dep := filepath.Join(dir, "dep")
-	file("dep/modules.dep", "kernel/drivers/md/dm-snapshot.ko.xz: kernel/drivers/md/dm-bufio.ko.xz\n")
-	none := filepath.Join(dir, "none")
-	tests := []struct {
-		name, control, module, modDir, want, reason string
-	}{
-		{"no control", filepath.Join(dir, "missing"), filepath.Dir(loaded), none, DriverCopy, "no device-mapper"},
-		{"loaded", control, filepath.Dir(loaded), none, DriverDM, "loaded"},
-		{"builtin", control, filepath.Join(dir, "nomod"), builtin, DriverDM, "built into"},
-		{"loadable", control, filepath.Join(dir, "nomod"), dep, DriverDM, "loaded on first use"},
-		{"no target", control, filepath.Join(dir, "nomod"), none, DriverCopy, "no snapshot target"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d, reason := detect(tt.control, tt.module, tt.modDir, "6.1.0-test")
-			if d != tt.want || !strings.Contains(reason, tt.reason) {
-				t.Errorf("detect = %s, %q; want %s, ~%q", d, reason, tt.want, tt.reason)
-			}
-		})
-	}
-}
-
 func TestTopLevelRootDir(t *testing.T) {
 	tests := []struct {
 		name         string

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/capability"
 	"banger/internal/hostops"
 	"banger/internal/store"
 )
@@ -556,8 +557,8 @@ func TestRepairUnmountsOnError(t *testing.T) {
 }
 
 func TestDMPrivileged(t *testing.T) {
-	if _, err := os.Stat("/dev/mapper/control"); err != nil {
-		t.Skip("no device-mapper on this host: /dev/mapper/control missing")
+	if _, err := capability.DeviceMapper(); err != nil {
+		t.Skipf("no device-mapper on this host: %v", err)
 	}
 	needRoot(t)
 	ctx := context.Background()

@@ -18,8 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"banger/internal/capability"
 	"banger/internal/hostops"
 	"banger/internal/store"
 )
@@ -140,32 +139,15 @@ func New(opts Options) (*Manager, error) {
 // Driver is the resolved driver: "dm" or "copy".
 func (m *Manager) Driver() string { return m.driver }
 
-// Detect picks the driver for "auto": dm when /dev/mapper/control exists
-// and the snapshot target is loaded, built in or loadable; else copy.
-// reason says why, for doctor.
+// Detect picks the driver for "auto": dm when the kernel's device-mapper
+// answers and has a snapshot target (capability.DMSnapshots, which doctor
+// reports too), else copy. reason says why.
 func Detect() (driver, reason string) {
-	var u unix.Utsname
-	release := ""
-	if unix.Uname(&u) == nil {
-		release = unix.ByteSliceToString(u.Release[:])
+	how, err := capability.DMSnapshots()
+	if err != nil {
+		return DriverCopy, err.Error() + ": each VM gets a full sparse copy of its image"
 	}
-	return detect("/dev/mapper/control", "/sys/module/dm_snapshot", filepath.Join("/lib/modules", release), release)
-}
-
-func detect(control, module, modDir, release string) (string, string) {
-	if _, err := os.Stat(control); err != nil {
-		return DriverCopy, fmt.Sprintf("no device-mapper on this host (%s missing): each VM gets a full sparse copy of its image", control)
-	}
-	if _, err := os.Stat(module); err == nil {
-		return DriverDM, "device-mapper present and the snapshot target loaded"
-	}
-	if b, err := os.ReadFile(filepath.Join(modDir, "modules.builtin")); err == nil && strings.Contains(string(b), "/dm-snapshot.ko") {
-		return DriverDM, "device-mapper present, snapshot target built into the kernel"
-	}
-	if b, err := os.ReadFile(filepath.Join(modDir, "modules.dep")); err == nil && strings.Contains(string(b), "/dm-snapshot.ko") {
-		return DriverDM, "device-mapper present, dm-snapshot module available (loaded on first use)"
-	}
-	return DriverCopy, fmt.Sprintf("device-mapper present but no snapshot target for kernel %s (dm-snapshot not loaded, built in or installed): each VM gets a full sparse copy of its image", release)
+	return DriverDM, how
 }
 
 // save records st for vmID.

@@ -67,6 +67,21 @@ func (m *Manager) CreateWorkDisk(ctx context.Context, imageID, imagePath, out st
 	return nil
 }
 
+// SeedBytes is the size of the image's work-disk seed (built and cached
+// when needed): the smallest work disk the image allows. vm create checks
+// it before allocating anything.
+func (m *Manager) SeedBytes(ctx context.Context, imageID, imagePath string) (int64, error) {
+	seed, err := m.seed(ctx, imageID, imagePath)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(seed)
+	if err != nil {
+		return 0, fmt.Errorf("work-disk seed: %w", err)
+	}
+	return fi.Size(), nil
+}
+
 // seed returns the cached seed for the image, building it when the image
 // changed or none exists yet. Seeds of older versions of the image go.
 func (m *Manager) seed(ctx context.Context, imageID, imagePath string) (string, error) {
