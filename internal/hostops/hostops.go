@@ -1,5 +1,5 @@
-// Package hostops is banger's single privileged seam (DESIGN.md §1) and the
-// one place that runs external commands.
+// Package hostops is banger's single privileged seam (DESIGN.md §1).
+// External commands run through internal/command (Run here wraps it).
 //
 // The daemon calls privileged operations through a Client. When the daemon's
 // euid is 0 the operation runs in-process; otherwise the Client re-executes
@@ -8,7 +8,9 @@
 // validating handler, so there is one code path. Handlers never trust their
 // arguments: paths must lie under the calling user's banger directories,
 // interface and device names must carry banger's prefixes, and objects are
-// handed over only to the calling user.
+// handed over only to the calling user. A failure crosses the seam with its
+// kind (errors.go): the caller gets the same *Error, errors.Is answers and
+// message in both modes.
 package hostops
 
 import (
