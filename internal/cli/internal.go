@@ -1,15 +1,15 @@
 package cli
 
 import (
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"banger/internal/hostops"
 )
 
 // internalCmd is the hidden entry of the privileged helper: sudo runs
-// `banger internal <op>` with JSON arguments on stdin.
+// `banger internal <op>` with JSON arguments on stdin. It exits 0 when the
+// op succeeded, 2 when it was refused or invalid, 1 for other failures;
+// the JSON reply on stdout carries the kind and message either way.
 func (a *app) internalCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:    "internal OP",
@@ -17,7 +17,7 @@ func (a *app) internalCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			code := hostops.Serve(c.Context(), args[0], os.Stdin, a.stdout)
+			code := hostops.Serve(c.Context(), args[0], c.InOrStdin(), a.stdout)
 			if code != 0 {
 				return &silentExit{code: code}
 			}

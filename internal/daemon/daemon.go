@@ -145,7 +145,7 @@ func (d *Daemon) unlock() {
 // down gracefully: it stops accepting, lets in-flight calls finish and closes
 // the store. VMs keep running.
 func (d *Daemon) Run(ctx context.Context) error {
-	ln, err := listen(d.paths.Socket)
+	ln, err := d.listen()
 	if err != nil {
 		d.close()
 		return err

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"banger/internal/api"
@@ -96,7 +95,7 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 		Progress:   progress,
 	})
 	if err != nil {
-		if errors.Is(err, hostops.ErrNoDebootstrap) || strings.Contains(err.Error(), hostops.ErrNoDebootstrap.Error()) {
+		if errors.Is(err, hostops.ErrNotFound) { // debootstrap (hostops.ErrNoDebootstrap) or another tool missing
 			return nil, withKind(ErrUnavailable, "building image %s: %v", p.Name, err)
 		}
 		return nil, fmt.Errorf("building image %s: %w", p.Name, err)

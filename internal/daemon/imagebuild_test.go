@@ -29,6 +29,9 @@ type fakeImageHost struct {
 }
 
 func (f *fakeImageHost) ImageDebootstrap(_ context.Context, a hostops.DebootstrapArgs) (hostops.DebootstrapResult, error) {
+	if f.failAt == "debootstrap" { // as the seam reports hostops.ErrNoDebootstrap, in either mode
+		return hostops.DebootstrapResult{}, &hostops.Error{Op: "image-debootstrap", Kind: hostops.KindNotFound, Message: hostops.ErrNoDebootstrap.Error()}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.n++
@@ -156,6 +159,7 @@ func TestImageBuildRPC(t *testing.T) {
 		{"bad size", api.ImageBuildParams{Distro: "debian", Name: "x", Size: "lots"}, "", api.KindInvalid, "image size"},
 		{"too small", api.ImageBuildParams{Distro: "debian", Name: "x", Size: "100M"}, "", api.KindInvalid, "too small"},
 		{"customize fails", api.ImageBuildParams{Distro: "debian", Name: "broken"}, "customize", api.KindInternal, "Unable to locate package"},
+		{"helper has no debootstrap", api.ImageBuildParams{Distro: "debian", Name: "nodeb"}, "debootstrap", api.KindUnavailable, "apt-get install debootstrap"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host.failAt = tc.failAt

@@ -36,7 +36,12 @@ func checkPeer(peerUID, daemonUID int) error {
 	return fmt.Errorf("peer uid %d is not allowed: this bangerd belongs to uid %d", peerUID, daemonUID)
 }
 
+// connPeer reads SO_PEERCRED; OK is false when it cannot be read (not a
+// unix socket, or the call failed).
 func connPeer(c net.Conn) peerCred {
+	if pc, ok := c.(*peerConn); ok {
+		return pc.peer
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return peerCred{}
@@ -55,9 +60,47 @@ func connPeer(c net.Conn) peerCred {
 	return peerCred{UID: int(cred.Uid), PID: int(cred.Pid), OK: true}
 }
 
-// listen binds the daemon socket. A socket file left by a dead daemon is
-// removed; one that answers means another daemon owns it.
-func listen(path string) (*net.UnixListener, error) {
+// serverLimits bound what a peer can hold on the daemon socket.
+type serverLimits struct {
+	// HeaderTimeout: the request line and headers must arrive within it
+	// (a connection that sends nothing is closed after it).
+	HeaderTimeout time.Duration
+	// BodyTimeout: an /rpc request body must arrive within it, counted
+	// from the handler's start. /events has no body and no read limit.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle between requests
+	// (longer than the client's own idle timeout, 30s).
+	IdleTimeout time.Duration
+	// EventsWriteTimeout drops an /events stream whose reader stopped
+	// draining it: one write may block at most this long.
+	EventsWriteTimeout time.Duration
+	// PerUID and Total cap concurrent connections of one peer uid and of
+	// all peers; a connection over a cap is closed at accept.
+	PerUID, Total int
+}
+
+var defaultLimits = serverLimits{
+	HeaderTimeout:      5 * time.Second,
+	BodyTimeout:        5 * time.Second,
+	IdleTimeout:        90 * time.Second,
+	EventsWriteTimeout: 30 * time.Second,
+	PerUID:             256,
+	Total:              1024,
+}
+
+// listen binds the daemon socket behind the peer and connection checks
+// of a peerListener.
+func (d *Daemon) listen() (net.Listener, error) {
+	l, err := listenSocket(d.paths.Socket)
+	if err != nil {
+		return nil, err
+	}
+	return newPeerListener(l, d.uid, defaultLimits, d.log), nil
+}
+
+// listenSocket binds the socket at path, mode 0600. A socket file left by
+// a dead daemon is removed; one that answers means another daemon owns it.
+func listenSocket(path string) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating socket directory: %w", err)
 	}
@@ -84,18 +127,46 @@ func listen(path string) (*net.UnixListener, error) {
 	return l, nil
 }
 
-func (d *Daemon) httpServer() *http.Server {
+func (d *Daemon) httpServer() *http.Server { return d.httpServerWith(defaultLimits) }
+
+// httpServerWith serves /rpc and /events. There is no server-wide read or
+// write timeout (it would cut /events streams): the header timeout bounds
+// every request's start, the /rpc handler bounds its body, and idle
+// keep-alive connections are closed after IdleTimeout.
+func (d *Daemon) httpServerWith(lim serverLimits) *http.Server {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+api.PathRPC, d.handleRPC)
-	mux.HandleFunc("GET "+api.PathEvents, d.handleEvents)
+	mux.HandleFunc("POST "+api.PathRPC, func(w http.ResponseWriter, r *http.Request) { d.handleRPC(w, r, lim.BodyTimeout) })
+	mux.HandleFunc("GET "+api.PathEvents, func(w http.ResponseWriter, r *http.Request) { d.handleEvents(w, r, lim.EventsWriteTimeout) })
 	return &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: lim.HeaderTimeout,
+		IdleTimeout:       lim.IdleTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, connPeer(c))
 		},
 		ErrorLog: nil,
 	}
+}
+
+// requestPeer checks the peer of r: its credential must have been read
+// and name the daemon's uid or root. (The listener already dropped every
+// other connection; this holds if a connection ever bypasses it.)
+func (d *Daemon) requestPeer(r *http.Request) (peerCred, error) {
+	p, ok := r.Context().Value(peerKey{}).(peerCred)
+	if !ok || !p.OK {
+		return p, errors.New("peer credentials of this connection could not be read")
+	}
+	return p, checkPeer(p.UID, d.uid)
+}
+
+// readBody reads an /rpc body that must arrive within timeout. (Once the
+// body is read the server clears the deadline itself, when it starts its
+// background read, so a long call is not cut off.)
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+	if timeout > 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+	}
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 }
 
 func writeRPC(w http.ResponseWriter, resp api.Response) {
@@ -111,20 +182,24 @@ func rpcErr(code int, kind, msg string) *api.Error {
 	return &api.Error{Code: code, Message: msg, Data: api.ErrorData{Kind: kind}}
 }
 
-func (d *Daemon) handleRPC(w http.ResponseWriter, r *http.Request) {
-	if p, ok := r.Context().Value(peerKey{}).(peerCred); ok && p.OK {
-		if err := checkPeer(p.UID, d.uid); err != nil {
-			d.log.Warn("rejected peer", "op", "rpc", "peer_uid", p.UID, "peer_pid", p.PID)
-			writeRPC(w, api.Response{Error: rpcErr(api.CodeInvalidRequest, api.KindInvalid, err.Error())})
-			return
-		}
+func (d *Daemon) handleRPC(w http.ResponseWriter, r *http.Request, bodyTimeout time.Duration) {
+	if p, err := d.requestPeer(r); err != nil {
+		d.log.Warn("rejected peer", "op", "rpc", "peer_uid", p.UID, "peer_pid", p.PID, "err", err)
+		writeRPC(w, api.Response{Error: rpcErr(api.CodeInvalidRequest, api.KindInvalid, err.Error())})
+		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxRequestBytes))
+	body, err := readBody(w, r, api.MaxRequestBytes, bodyTimeout)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			writeRPC(w, api.Response{Error: rpcErr(api.CodeInvalidRequest, api.KindInvalid,
 				fmt.Sprintf("request body over the %d-byte limit", api.MaxRequestBytes))})
+			return
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			writeRPC(w, api.Response{Error: rpcErr(api.CodeInvalidRequest, api.KindInvalid,
+				fmt.Sprintf("reading request: the body did not arrive within %s", bodyTimeout))})
 			return
 		}
 		writeRPC(w, api.Response{Error: rpcErr(api.CodeParse, api.KindInvalid, "reading request: "+err.Error())})
@@ -187,23 +262,32 @@ func decodeParams(method string, raw json.RawMessage, v any) error {
 	return nil
 }
 
-func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
-	if p, ok := r.Context().Value(peerKey{}).(peerCred); ok && p.OK {
-		if err := checkPeer(p.UID, d.uid); err != nil {
-			http.Error(w, err.Error(), http.StatusForbidden)
-			return
-		}
+func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration) {
+	if _, err := d.requestPeer(r); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
+	rc := http.NewResponseController(w)
+	// Each write gets its own deadline, so a reader that stopped draining
+	// the stream is dropped; none is left behind for the connection.
+	deadline := func() {
+		if writeTimeout > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
+	}
+	defer rc.SetWriteDeadline(time.Time{})
 	ch, cancel := d.events.subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
-	fl.Flush()
+	deadline()
+	if rc.Flush() != nil {
+		return
+	}
 	enc := json.NewEncoder(w)
 	tick := time.NewTicker(15 * time.Second)
 	defer tick.Stop()
@@ -217,15 +301,15 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return
 			}
-			if err := enc.Encode(ev); err != nil {
+			deadline()
+			if err := enc.Encode(ev); err != nil || rc.Flush() != nil {
 				return
 			}
-			fl.Flush()
 		case <-tick.C:
-			if _, err := w.Write([]byte("\n")); err != nil {
+			deadline()
+			if _, err := w.Write([]byte("\n")); err != nil || rc.Flush() != nil {
 				return
 			}
-			fl.Flush()
 		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/firecracker"
-	"banger/internal/network"
+	"banger/internal/hostops"
 	"banger/internal/store"
 )
 
@@ -118,8 +118,9 @@ func (d *Daemon) teardown(ctx context.Context, vm *store.VM) error {
 		d.log.Warn("removing nat entry", "vm", vm.Name, "ip", vm.IP.String(), "err", err)
 	}
 	if err := d.host.DeleteTap(ctx, vm.Tap); err != nil {
-		if errors.Is(err, network.ErrNotBanger) || strings.Contains(err.Error(), network.ErrNotBanger.Error()) {
-			// Someone else's interface under the VM's tap name: never ours to
+		if errors.Is(err, hostops.ErrRefused) {
+			// Someone else's interface under the VM's tap name (the seam
+			// reports network.ErrNotBanger as a refusal): never ours to
 			// remove, so it cannot block a stop or delete.
 			d.log.Warn("leaving a foreign interface alone", "vm", vm.Name, "tap", vm.Tap, "err", err)
 		} else {

@@ -1,5 +1,5 @@
-// Package hostops is banger's single privileged seam (DESIGN.md §1) and the
-// one place that runs external commands.
+// Package hostops is banger's single privileged seam (DESIGN.md §1).
+// External commands run through internal/command (Run here wraps it).
 //
 // The daemon calls privileged operations through a Client. When the daemon's
 // euid is 0 the operation runs in-process; otherwise the Client re-executes
@@ -8,7 +8,9 @@
 // validating handler, so there is one code path. Handlers never trust their
 // arguments: paths must lie under the calling user's banger directories,
 // interface and device names must carry banger's prefixes, and objects are
-// handed over only to the calling user.
+// handed over only to the calling user. A failure crosses the seam with its
+// kind (errors.go): the caller gets the same *Error, errors.Is answers and
+// message in both modes.
 package hostops
 
 import (
@@ -26,6 +28,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"banger/internal/command"
 )
 
 // DefaultHelperPath is the root-owned copy of the banger binary that the
@@ -34,9 +38,6 @@ const DefaultHelperPath = "/usr/local/libexec/banger/banger"
 
 // SudoersPath is the drop-in `make install-helper` writes.
 const SudoersPath = "/etc/sudoers.d/banger"
-
-// ErrRefused marks an operation refused because its arguments break the rules.
-var ErrRefused = errors.New("refused")
 
 // Caller is who a privileged operation runs for: the user that owns the
 // result and the directories paths must lie under.
@@ -100,14 +101,45 @@ func (c *Client) Mode() string {
 	return "sudo"
 }
 
-// reply is the helper's JSON answer on stdout.
+// reply is the helper's JSON answer on stdout: a result, or the kind and
+// message of its failure.
 type reply struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Error  string          `json:"error,omitempty"`
-	Refuse bool            `json:"refused,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Kind    string          `json:"kind,omitempty"`
+	Message string          `json:"message,omitempty"`
+	// Error and Refused are the failure as older banger builds wrote it;
+	// still written for an older daemon, and read from an older helper.
+	Error  string `json:"error,omitempty"`
+	Refuse bool   `json:"refused,omitempty"`
+}
+
+func failure(err error) reply {
+	k := KindOf(err)
+	return reply{Kind: k, Message: err.Error(), Error: err.Error(), Refuse: k == KindRefused || k == KindInvalid}
+}
+
+// err turns a failed reply back into the *Error an in-process call gives.
+func (r reply) err(op string) error {
+	switch {
+	case r.Kind != "":
+		msg := r.Message
+		if msg == "" {
+			msg = r.Error
+		}
+		return &Error{Op: op, Kind: knownKind(r.Kind), Message: msg}
+	case r.Error != "": // an older helper
+		k := KindInternal
+		if r.Refuse {
+			k = KindRefused
+		}
+		return &Error{Op: op, Kind: k, Message: r.Error}
+	}
+	return nil
 }
 
 // call runs op with args and decodes its result into out (which may be nil).
+// A failed op gives an *Error: the same kind, message and errors.Is
+// answers in-process and through sudo.
 func (c *Client) call(ctx context.Context, op string, args, out any) error {
 	in, err := json.Marshal(args)
 	if err != nil {
@@ -117,7 +149,7 @@ func (c *Client) call(ctx context.Context, op string, args, out any) error {
 	if c.inProcess {
 		res, err = dispatch(ctx, c.caller, op, in)
 		if err != nil {
-			return err
+			return failure(err).err(op)
 		}
 	} else {
 		res, err = c.viaSudo(ctx, op, in)
@@ -141,16 +173,13 @@ func (c *Client) viaSudo(ctx context.Context, op string, in []byte) (json.RawMes
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	runErr := cmd.Run()
-	var r reply
 	if stdout.Len() > 0 {
+		var r reply
 		if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
 			return nil, fmt.Errorf("privileged op %s: unreadable helper reply %q: %w", op, trim(stdout.String()), err)
 		}
-		if r.Error != "" {
-			if r.Refuse {
-				return nil, fmt.Errorf("privileged op %s: %w: %s", op, ErrRefused, r.Error)
-			}
-			return nil, fmt.Errorf("privileged op %s: %s", op, r.Error)
+		if err := r.err(op); err != nil {
+			return nil, err
 		}
 		if runErr == nil {
 			return r.Result, nil
@@ -164,37 +193,36 @@ func (c *Client) viaSudo(ctx context.Context, op string, in []byte) (json.RawMes
 		return nil, fmt.Errorf("privileged op %s needs root: `%s -n %s internal %s` failed: %s; install the helper and the sudoers drop-in %s with `sudo make install-helper`",
 			op, c.opts.Sudo, c.opts.HelperPath, op, msg, SudoersPath)
 	}
-	return r.Result, nil
+	return nil, fmt.Errorf("privileged op %s: the helper %s gave no reply; reinstall it with `sudo make install-helper`", op, c.opts.HelperPath)
 }
 
 // Serve is the body of `banger internal <op>`: it runs one operation as root
 // for the user named by SUDO_UID (or root itself), reading JSON arguments
 // from stdin and writing one JSON reply to stdout. It returns the process
-// exit code.
+// exit code: 0 done, 2 refused or invalid, 1 any other failure.
 func Serve(ctx context.Context, op string, stdin io.Reader, stdout io.Writer) int {
-	write := func(r reply) int {
+	fail := func(err error) int {
+		r := failure(err)
 		_ = json.NewEncoder(stdout).Encode(r)
-		if r.Error != "" {
-			return 1
-		}
-		return 0
+		return ExitCode(r.Kind)
 	}
 	if os.Geteuid() != 0 {
-		return write(reply{Error: "banger internal must run as root (through sudo -n)"})
+		return fail(fmt.Errorf("%w: banger internal must run as root (through sudo -n)", ErrRefused))
 	}
 	caller, err := callerFromEnv()
 	if err != nil {
-		return write(reply{Error: err.Error(), Refuse: true})
+		return fail(err)
 	}
 	in, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
 	if err != nil {
-		return write(reply{Error: "reading arguments: " + err.Error()})
+		return fail(fmt.Errorf("reading arguments: %w", err))
 	}
 	res, err := dispatch(ctx, caller, op, in)
 	if err != nil {
-		return write(reply{Error: err.Error(), Refuse: errors.Is(err, ErrRefused)})
+		return fail(err)
 	}
-	return write(reply{Result: res})
+	_ = json.NewEncoder(stdout).Encode(reply{Result: res})
+	return 0
 }
 
 // callerFromEnv derives the calling user from sudo's SUDO_UID/SUDO_GID and
@@ -261,7 +289,7 @@ func OpNames() []string {
 func dispatch(ctx context.Context, c Caller, op string, in []byte) (json.RawMessage, error) {
 	fn, ok := registry()[op]
 	if !ok {
-		return nil, fmt.Errorf("%w: unknown privileged op %q", ErrRefused, op)
+		return nil, fmt.Errorf("%w: unknown op %q", ErrInvalid, op)
 	}
 	res, err := fn(ctx, c, in)
 	if err != nil {
@@ -277,12 +305,13 @@ func dispatch(ctx context.Context, c Caller, op string, in []byte) (json.RawMess
 	return out, nil
 }
 
-// decode strictly decodes an op's arguments.
+// decode strictly decodes an op's arguments; a failure is ErrInvalid (the
+// client names the op).
 func decode(op string, in []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(in))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %s: bad arguments: %v", ErrRefused, op, err)
+		return fmt.Errorf("%w: bad arguments: %v", ErrInvalid, err)
 	}
 	return nil
 }
@@ -333,26 +362,9 @@ func resolveExisting(p string) (string, error) {
 }
 
 // Run runs an external command as the current process and returns its
-// stdout. A failure carries the command and its stderr.
+// stdout. A failure carries the command and its stderr (command.Run).
 func Run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		msg := trim(stderr.String())
-		if msg == "" {
-			msg = err.Error()
-		}
-		return stdout.Bytes(), fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), msg)
-	}
-	return stdout.Bytes(), nil
+	return command.Run(ctx, name, args...)
 }
 
-func trim(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > 2000 {
-		s = s[len(s)-2000:]
-	}
-	return s
-}
+func trim(s string) string { return command.Trim(s) }

@@ -3,18 +3,18 @@
 package hostops
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/command"
+	"banger/internal/ext4"
 )
 
 func readSysInt(path string) (int64, error) {
@@ -45,81 +45,19 @@ func treeBytes(dir string) (int64, error) {
 
 // runInput is Run with stdin.
 func runInput(ctx context.Context, stdin, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := trim(stderr.String())
-		if msg == "" {
-			msg = err.Error()
-		}
-		return stdout.Bytes(), fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), msg)
-	}
-	return stdout.Bytes(), nil
+	return command.RunInput(ctx, stdin, name, args...)
 }
 
 // ErrNotExt4 marks a file without an ext2/3/4 superblock.
-var ErrNotExt4 = errors.New("not an ext4 filesystem (no 0xEF53 magic at offset 1080)")
+var ErrNotExt4 = ext4.ErrNotExt4
 
 // Ext4Bytes checks the ext4 superblock of r and returns the filesystem's
-// size in bytes.
-func Ext4Bytes(r io.ReaderAt) (int64, error) {
-	sb := make([]byte, 1024)
-	if _, err := r.ReadAt(sb, 1024); err != nil {
-		if errors.Is(err, io.EOF) {
-			return 0, ErrNotExt4
-		}
-		return 0, fmt.Errorf("reading superblock: %w", err)
-	}
-	if binary.LittleEndian.Uint16(sb[56:]) != 0xEF53 {
-		return 0, ErrNotExt4
-	}
-	blocks := uint64(binary.LittleEndian.Uint32(sb[4:]))
-	if binary.LittleEndian.Uint32(sb[96:])&0x80 != 0 { // INCOMPAT_64BIT
-		blocks |= uint64(binary.LittleEndian.Uint32(sb[336:])) << 32
-	}
-	logBS := binary.LittleEndian.Uint32(sb[24:])
-	if logBS > 6 {
-		return 0, fmt.Errorf("bad block size in superblock")
-	}
-	return int64(blocks) << (10 + logBS), nil
-}
+// size in bytes (ext4.Bytes).
+func Ext4Bytes(r io.ReaderAt) (int64, error) { return ext4.Bytes(r) }
 
-// GrowFS grows the ext4 filesystem at path to fill its file or device,
-// after e2fsck -f; it reports whether it grew. Runs as the current process.
-func GrowFS(ctx context.Context, path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("opening %s: %w", path, err)
-	}
-	fsBytes, err := Ext4Bytes(f)
-	var size int64
-	if err == nil {
-		size, err = f.Seek(0, io.SeekEnd)
-	}
-	f.Close()
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", path, err)
-	}
-	if size < fsBytes {
-		return false, fmt.Errorf("%s is %d bytes, smaller than its %d-byte filesystem", path, size, fsBytes)
-	}
-	if size-fsBytes < 4096 {
-		return false, nil
-	}
-	// e2fsck: 0 clean, 1 and 2 errors corrected, anything higher failed.
-	cmd := exec.CommandContext(ctx, "e2fsck", "-f", "-y", path)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() <= 2) {
-		return false, fmt.Errorf("e2fsck -f -y %s: %s: %w", path, trim(string(out)), err)
-	}
-	if _, err := Run(ctx, "resize2fs", path); err != nil {
-		return false, err
-	}
-	return true, nil
-}
+// GrowFS grows the ext4 filesystem at path to fill its file or device
+// (ext4.GrowFS). Runs as the current process.
+func GrowFS(ctx context.Context, path string) (bool, error) { return ext4.GrowFS(ctx, path) }
 
 // CopySparse copies src into dst (both open, dst empty): a FICLONE reflink
 // when the filesystem can, else only src's data extents, leaving holes.

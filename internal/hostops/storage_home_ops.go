@@ -1,5 +1,5 @@
-// Work-disk seeding and nested-/root repair: the privileged walks over a
-// user's work disk.
+// Work-disk seeding: the privileged walk over an image's /root. (The
+// nested-/root repair of a work disk needs no privilege: internal/ext4.)
 
 package hostops
 
@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -159,127 +157,4 @@ func copyOut(ctx context.Context, c Caller, src, out string) error {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	return nil
-}
-
-func opRepairNestedRoot(ctx context.Context, c Caller, raw json.RawMessage) (any, error) {
-	var a RepairArgs
-	if err := decode("repair-nested-root", raw, &a); err != nil {
-		return nil, err
-	}
-	f, err := openOwned(c, a.Path, true)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := Ext4Bytes(f); err != nil {
-		return nil, fmt.Errorf("work disk %s: %w", a.Path, err)
-	}
-	if loops, _ := loopsBackedBy(sysRoot, f.Name(), false); len(loops) > 0 {
-		return nil, fmt.Errorf("work disk %s is attached to %s; is its VM running?", a.Path, strings.Join(loops, ", "))
-	}
-	mnt, err := os.MkdirTemp("", "banger-repair-")
-	if err != nil {
-		return nil, fmt.Errorf("making mount point: %w", err)
-	}
-	defer os.Remove(mnt)
-	dev, lf, err := attachLoop(f, false, true)
-	if err != nil {
-		return nil, fmt.Errorf("attaching %s: %w", a.Path, err)
-	}
-	defer lf.Close() // autoclear: the loop goes with the last close
-	if err := unix.Mount(dev, mnt, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return nil, fmt.Errorf("mounting %s (%s): %w", a.Path, dev, err)
-	}
-	moves, err := flattenNested(mnt)
-	if uerr := unmount(mnt); uerr != nil && err == nil {
-		err = uerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("repairing nested /root in %s: %w", a.Path, err)
-	}
-	return RepairResult{Moves: moves}, nil
-}
-
-func unmount(dir string) error {
-	var err error
-	for i := 0; i < 20; i++ {
-		if err = unix.Unmount(dir, 0); err == nil || !errors.Is(err, unix.EBUSY) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
-		return fmt.Errorf("unmounting %s: %w", dir, err)
-	}
-	return nil
-}
-
-// flattenNested moves the children of top/root up one level if root/ holds
-// a home, working on directory descriptors so no symlink is followed.
-func flattenNested(top string) ([]string, error) {
-	tf, err := os.OpenFile(top, unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer tf.Close()
-	tfd := int(tf.Fd())
-	nfd, err := unix.Openat(tfd, "root", unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil // no root/ directory (or a symlink): nothing nested
-	}
-	nf := os.NewFile(uintptr(nfd), filepath.Join(top, "root"))
-	defer nf.Close()
-	nested := false
-	for _, m := range nestedHomeMarkers {
-		var st unix.Stat_t
-		if unix.Fstatat(nfd, m, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			nested = true
-			break
-		}
-	}
-	if !nested {
-		return nil, nil
-	}
-	entries, err := nf.ReadDir(-1)
-	if err != nil {
-		return nil, fmt.Errorf("listing root/: %w", err)
-	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
-	var moves []string
-	for _, e := range entries {
-		name := e.Name()
-		target := name
-		for i := 0; ; i++ {
-			var st unix.Stat_t
-			if unix.Fstatat(tfd, target, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
-				break
-			}
-			target = name + ".nested"
-			if i > 0 {
-				target = fmt.Sprintf("%s.nested.%d", name, i+1)
-			}
-		}
-		if err := unix.Renameat2(nfd, name, tfd, target, unix.RENAME_NOREPLACE); err != nil {
-			return moves, fmt.Errorf("moving root/%s to %s: %w", name, target, err)
-		}
-		moves = append(moves, fmt.Sprintf("root/%s -> %s", name, target))
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(nfd, &st); err != nil {
-		return moves, fmt.Errorf("reading root/: %w", err)
-	}
-	// The nested directory was the real home: its owner and mode become the
-	// filesystem root's, which the guest mounts on /root.
-	if err := unix.Fchown(tfd, int(st.Uid), int(st.Gid)); err != nil {
-		return moves, fmt.Errorf("chowning the disk's root: %w", err)
-	}
-	if err := unix.Fchmod(tfd, st.Mode&0o7777); err != nil {
-		return moves, fmt.Errorf("chmod of the disk's root: %w", err)
-	}
-	if err := unix.Unlinkat(tfd, "root", unix.AT_REMOVEDIR); err != nil {
-		return moves, fmt.Errorf("removing the empty root/: %w", err)
-	}
-	moves = append(moves, fmt.Sprintf("removed empty root/ (owner %d:%d, mode %04o kept on the disk's root)", st.Uid, st.Gid, st.Mode&0o7777))
-	return moves, nil
 }

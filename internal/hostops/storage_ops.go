@@ -1,8 +1,8 @@
 package hostops
 
-// Storage operations: loop devices, device-mapper snapshots, work-disk
-// seeding and the nested-/root repair run privileged; filesystem growth and
-// the sysfs look-ups run as the calling process.
+// Storage operations: loop devices, device-mapper snapshots and work-disk
+// seeding run privileged; filesystem growth and the sysfs look-ups run as
+// the calling process.
 //
 // Every file an op opens as root is opened once with O_NOFOLLOW, checked
 // with fstat, and handed on by descriptor (a loop device configured from
@@ -36,10 +36,6 @@ var (
 	// every banger process milliseconds at start; the length is checked apart.
 	dmNameRe = regexp.MustCompile(`^banger-[a-z0-9][a-z0-9-]*$`)
 )
-
-// nestedHomeMarkers are entries whose presence in a top-level root/
-// directory marks a home one level too deep (DESIGN.md §7).
-var nestedHomeMarkers = []string{".bashrc", ".profile", ".ssh", ".bash_profile", ".bash_logout", ".bash_history"}
 
 // BusyError reports a device that is still open; Holders names who holds
 // it when that can be found ("pid 42 (firecracker)", "dm banger-x").
@@ -95,16 +91,10 @@ type (
 		Image string `json:"image"`
 		Out   string `json:"out"`
 	}
-	RepairArgs struct {
-		Path string `json:"path"`
-	}
-	RepairResult struct {
-		Moves []string `json:"moves"`
-	}
 )
 
 // addStorageOps registers the storage operations (loop, device-mapper,
-// work-disk seeding, /root repair).
+// work-disk seeding).
 func addStorageOps(m map[string]opFunc) {
 	m["loop-attach"] = opLoopAttach
 	m["loop-detach"] = opLoopDetach
@@ -113,7 +103,6 @@ func addStorageOps(m map[string]opFunc) {
 	m["dm-remove"] = opDMRemove
 	m["dm-chown"] = opDMChown
 	m["seed-work-disk"] = opSeedWorkDisk
-	m["repair-nested-root"] = opRepairNestedRoot
 }
 
 // LoopAttach attaches the file at path (under the caller's roots) to a free
@@ -171,16 +160,6 @@ func (c *Client) DMChown(ctx context.Context, name string) (string, error) {
 // owners, modes and symlinks, owned by the caller.
 func (c *Client) SeedWorkDisk(ctx context.Context, image, out string) error {
 	return c.call(ctx, "seed-work-disk", SeedArgs{Image: image, Out: out}, nil)
-}
-
-// RepairNestedRoot flattens a home nested one level too deep in the work
-// disk at path and returns what moved (empty when the layout is fine).
-func (c *Client) RepairNestedRoot(ctx context.Context, path string) ([]string, error) {
-	var r RepairResult
-	if err := c.call(ctx, "repair-nested-root", RepairArgs{Path: path}, &r); err != nil {
-		return nil, err
-	}
-	return r.Moves, nil
 }
 
 // LoopBacking returns the file behind dev, or "" when dev is not attached.

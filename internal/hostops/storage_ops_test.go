@@ -111,124 +111,6 @@ func TestSysfsLookups(t *testing.T) {
 	}
 }
 
-type entry struct {
-	mode os.FileMode
-	link string
-	body string
-}
-
-func listTree(t *testing.T, dir string) map[string]entry {
-	t.Helper()
-	out := map[string]entry{}
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		e := entry{mode: fi.Mode()}
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			e.link, _ = os.Readlink(p)
-		case fi.Mode().IsRegular():
-			b, _ := os.ReadFile(p)
-			e.body = string(b)
-		}
-		out[rel] = e
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// TestFlattenNested exercises the repair walk on a plain directory; the
-// privileged test in internal/storage runs it on a mounted ext4 disk.
-func TestFlattenNested(t *testing.T) {
-	outside := t.TempDir()
-	writeFiles(t, outside, map[string]string{"sentinel": "keep"})
-	top := t.TempDir()
-	writeFiles(t, top, map[string]string{
-		".bashrc":              "top",
-		".profile":             "top profile",
-		".profile.nested":      "older aside",
-		"root/.bashrc":         "nested",
-		"root/.profile":        "nested profile",
-		"root/.ssh/authorized": "key",
-		"root/notes":           "n",
-	})
-	if err := os.Symlink(outside, filepath.Join(top, "root", "escape")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(filepath.Join(top, "root"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	moves, err := flattenNested(top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		"root/.bashrc -> .bashrc.nested",
-		"root/.profile -> .profile.nested.2",
-		"root/.ssh -> .ssh",
-		"root/escape -> escape",
-		"root/notes -> notes",
-	}
-	if len(moves) != len(want)+1 || !reflect.DeepEqual(moves[:len(want)], want) || !strings.HasPrefix(moves[len(want)], "removed empty root/") {
-		t.Errorf("moves:\n%s\nwant:\n%s", strings.Join(moves, "\n"), strings.Join(want, "\n"))
-	}
-	got := listTree(t, top)
-	for p, body := range map[string]string{".bashrc": "top", ".bashrc.nested": "nested", ".profile": "top profile",
-		".profile.nested": "older aside", ".profile.nested.2": "nested profile", ".ssh/authorized": "key", "notes": "n"} {
-		if got[p].body != body {
-			t.Errorf("%s = %q, want %q", p, got[p].body, body)
-		}
-	}
-	if e := got["escape"]; e.mode&os.ModeSymlink == 0 || e.link != outside {
-		t.Errorf("escape = %+v, want a symlink to %s", e, outside)
-	}
-	if _, ok := got["root"]; ok {
-		t.Error("root/ still there")
-	}
-	if fi, _ := os.Stat(top); fi.Mode().Perm() != 0o700 {
-		t.Errorf("top mode %v, want the nested dir's 0700", fi.Mode().Perm())
-	}
-	if o := listTree(t, outside); len(o) != 2 || o["sentinel"].body != "keep" {
-		t.Errorf("outside dir changed: %v", o)
-	}
-}
-
-func TestFlattenNestedLeavesOthersAlone(t *testing.T) {
-	tests := []struct {
-		name  string
-		setup func(t *testing.T, top string)
-	}{
-		{"no root dir", func(t *testing.T, top string) { writeFiles(t, top, map[string]string{".bashrc": "x"}) }},
-		{"root without home files", func(t *testing.T, top string) { writeFiles(t, top, map[string]string{"root/data.txt": "x"}) }},
-		{"root is a symlink to a home", func(t *testing.T, top string) {
-			home := t.TempDir()
-			writeFiles(t, home, map[string]string{".bashrc": "x"})
-			if err := os.Symlink(home, filepath.Join(top, "root")); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			top := t.TempDir()
-			tt.setup(t, top)
-			before := listTree(t, top)
-			moves, err := flattenNested(top)
-			if err != nil || len(moves) != 0 {
-				t.Fatalf("moves %v, err %v", moves, err)
-			}
-			if after := listTree(t, top); !reflect.DeepEqual(before, after) {
-				t.Errorf("tree changed: %v -> %v", before, after)
-			}
-		})
-	}
-}
-
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -325,8 +207,6 @@ func TestStorageRefusalsPrivileged(t *testing.T) {
 		{"snapshot over a loop that is not ours", func() error { return c.DMCreateSnapshot(ctx, "banger-x", "banger-x-origin", theirLoop, ours) }},
 		{"seed from an outside image", func() error { return c.SeedWorkDisk(ctx, theirs, filepath.Join(roots, "seed")) }},
 		{"seed to an outside file", func() error { return c.SeedWorkDisk(ctx, ours, filepath.Join(outside, "seed")) }},
-		{"repair outside roots", func() error { _, err := c.RepairNestedRoot(ctx, theirs); return err }},
-		{"repair through a symlink", func() error { _, err := c.RepairNestedRoot(ctx, filepath.Join(roots, "sneaky.img")); return err }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -340,24 +220,5 @@ func TestStorageRefusalsPrivileged(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(outside, "seed")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("seed written outside the roots")
-	}
-}
-
-func TestRepairRefusesAttachedDisk(t *testing.T) {
-	needRoot(t)
-	ctx := context.Background()
-	roots := t.TempDir()
-	c := New(Options{Roots: []string{roots}})
-	disk := filepath.Join(roots, "work.ext4")
-	if _, err := Run(ctx, "mkfs.ext4", "-q", "-F", disk, "8M"); err != nil {
-		t.Skipf("needs mkfs.ext4 (e2fsprogs): %v", err)
-	}
-	detachOnCleanup(t, disk)
-	dev, err := c.LoopAttach(ctx, disk, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.RepairNestedRoot(ctx, disk); err == nil || !strings.Contains(err.Error(), dev) {
-		t.Errorf("repair of an attached disk: %v, want an error naming %s", err, dev)
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +63,17 @@ func TestSudoSeam(t *testing.T) {
 	}
 	bin := filepath.Join(base, "hostops.test")
 	copyFile(t, self, bin, 0o755)
+	results := filepath.Join(base, "results.json")
+	if err := os.WriteFile(results, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := osuser.Lookup(user); err != nil {
+		t.Fatal(err)
+	} else if uid, _ := strconv.Atoi(u.Uid); os.Chown(results, uid, -1) != nil {
+		t.Fatal("chowning the results file")
+	}
 	cmd := exec.Command("runuser", "-u", user, "--", "env", "HOME="+home, "BANGER_SUDO_CLIENT="+helperDir+"/banger",
-		bin, "-test.run=^TestSudoClientHalf$", "-test.v", "-test.count=1")
+		"BANGER_SUDO_RESULTS="+results, bin, "-test.run=^TestSudoClientHalf$", "-test.v", "-test.count=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("client half:\n%s", out)
 	if err != nil {
@@ -78,6 +89,67 @@ func TestSudoSeam(t *testing.T) {
 	if fi.Mode().Perm() != 0o700 {
 		t.Fatalf("state dir mode %v, want 0700", fi.Mode().Perm())
 	}
+
+	// The same calls in-process, for the same roots: the same messages
+	// and the same errors.Is answers as through sudo.
+	raw, err := os.ReadFile(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var viaSudo []seamResult
+	if err := json.Unmarshal(raw, &viaSudo); err != nil {
+		t.Fatalf("client half results %q: %v", raw, err)
+	}
+	inProc := runSeamCases(New(Options{Roots: UserRoots(home)}), home)
+	if len(viaSudo) != len(inProc) {
+		t.Fatalf("%d results through sudo, %d in-process", len(viaSudo), len(inProc))
+	}
+	for i, want := range seamCases(home) {
+		s, p := viaSudo[i], inProc[i]
+		if s.Msg != p.Msg || s.Is != p.Is || p.Is != want.is {
+			t.Errorf("%s:\n through sudo %q (errors.Is %q)\n in-process   %q (errors.Is %q)\n want errors.Is %q", want.name, s.Msg, s.Is, p.Msg, p.Is, want.is)
+		}
+		if !strings.HasPrefix(p.Msg, "privileged op "+want.op+": ") || strings.Count(p.Msg, "privileged op") != 1 || strings.Contains(p.Msg, "\n") {
+			t.Errorf("%s: %q must be one line naming the op once", want.name, p.Msg)
+		}
+	}
+	if _, err := os.Stat("/etc/banger-evil"); err == nil {
+		t.Fatal("refused op created /etc/banger-evil")
+	}
+}
+
+// seamCase is one failing call the sudo test makes through both modes.
+type seamCase struct {
+	name, op string
+	args     any
+	is       string // the sentinels errors.Is must find (isSet)
+}
+
+func seamCases(home string) []seamCase {
+	state := filepath.Join(home, ".local", "state", "banger", "vms") // the user's own directory
+	return []seamCase{
+		{"outside the roots", "ensure-state-dirs", StateDirsArgs{Dirs: []string{"/etc/banger-evil"}}, "refused"},
+		{"foreign interface", "delete-tap", map[string]string{"name": "eth0"}, "refused"},
+		{"unknown op", "format-disk", struct{}{}, "refused,invalid"},
+		{"unknown field", "ensure-state-dirs", map[string]any{"dirs": []string{}, "mode": "0777"}, "refused,invalid"},
+		{"missing file", "loop-attach", LoopAttachArgs{Path: filepath.Join(state, "missing.img"), ReadOnly: true}, "not_found"},
+		{"no such dm device", "dm-chown", DMNameArgs{Name: "banger-seamtest-missing"}, ""},
+	}
+}
+
+type seamResult struct{ Msg, Is string }
+
+func runSeamCases(c *Client, home string) []seamResult {
+	var out []seamResult
+	for _, sc := range seamCases(home) {
+		err := c.call(context.Background(), sc.op, sc.args, nil)
+		r := seamResult{Is: isSet(err)}
+		if err != nil {
+			r.Msg = err.Error()
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // TestSudoClientHalf runs only when TestSudoSeam starts it as the test user.
@@ -96,6 +168,11 @@ func TestSudoClientHalf(t *testing.T) {
 	}
 	ctx := context.Background()
 	state := filepath.Join(home, ".local", "state", "banger", "vms")
+	// The daemon makes its own state directory, as the user; the helper
+	// only ever works beneath it.
+	if err := os.MkdirAll(filepath.Dir(state), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := cl.EnsureStateDirs(ctx, state); err != nil {
 		t.Fatalf("allowed op through sudo: %v", err)
 	}
@@ -116,21 +193,48 @@ func TestSudoClientHalf(t *testing.T) {
 	if _, err := cl.NATEnsure(ctx, "banger0", netip.MustParsePrefix("0.0.0.0/0")); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not a banger bridge of uid") {
 		t.Fatalf("nat-ensure 0.0.0.0/0 through sudo: %v, want ErrRefused", err)
 	}
+	res, _ := json.Marshal(runSeamCases(cl, home))
+	if err := os.WriteFile(os.Getenv("BANGER_SUDO_RESULTS"), res, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// A helper the sudoers rule does not name fails with the drop-in hint.
 	bad := New(Options{HelperPath: "/usr/bin/true"})
 	err := bad.EnsureStateDirs(ctx, state)
 	if err == nil || !strings.Contains(err.Error(), SudoersPath) {
 		t.Fatalf("unlisted helper: %v, want an error naming %s", err, SudoersPath)
 	}
-	// The raw reply of a refusal is JSON with refused=true.
-	raw, _ := json.Marshal(StateDirsArgs{Dirs: []string{"/etc/x"}})
-	c := exec.Command("sudo", "-n", helper, "internal", "ensure-state-dirs")
-	c.Stdin = strings.NewReader(string(raw))
-	out, _ := c.Output()
-	var r reply
-	if err := json.Unmarshal(out, &r); err != nil || !r.Refuse {
-		t.Fatalf("raw reply %q: %v", out, err)
+	// The raw helper: its exit code and reply carry the kind (and the
+	// older refused flag).
+	for _, tc := range []struct {
+		op   string
+		args any
+		kind string
+		code int
+	}{
+		{"ensure-state-dirs", StateDirsArgs{Dirs: []string{"/etc/x"}}, KindRefused, 2},
+		{"format-disk", struct{}{}, KindInvalid, 2},
+		{"loop-attach", LoopAttachArgs{Path: filepath.Join(state, "missing.img")}, KindNotFound, 1},
+	} {
+		raw, _ := json.Marshal(tc.args)
+		c := exec.Command("sudo", "-n", helper, "internal", tc.op)
+		c.Stdin = strings.NewReader(string(raw))
+		out, err := c.Output()
+		var r reply
+		if jerr := json.Unmarshal(out, &r); jerr != nil || r.Kind != tc.kind || r.Refuse != (tc.code == 2) || exitCode(err) != tc.code {
+			t.Errorf("%s: exit %d, raw reply %q (%v); want exit %d, kind %s", tc.op, exitCode(err), out, jerr, tc.code, tc.kind)
+		}
 	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
 
 func moduleRoot(t *testing.T) string {

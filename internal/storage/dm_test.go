@@ -353,27 +353,6 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func TestTopLevelRootDir(t *testing.T) {
-	tests := []struct {
-		name         string
-		ls           string
-		listed, root bool
-	}{
-		{"plain home", "/2/040700/0/0/.//\n/2/040700/0/0/..//\n/11/040700/0/0/lost+found//\n/12/100644/0/0/.bashrc/3/\n\n", true, false},
-		{"nested", "/2/040755/0/0/.//\n/2/040755/0/0/..//\n/13/040700/0/0/root//\n", true, true},
-		{"root is a file", "/2/040755/0/0/.//\n/13/100600/0/0/root/5/\n", true, false},
-		{"unreadable", "", false, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l, r := topLevelRootDir(tt.ls)
-			if l != tt.listed || r != tt.root {
-				t.Errorf("got listed=%v root=%v", l, r)
-			}
-		})
-	}
-}
-
 func TestCOWBytes(t *testing.T) {
 	for _, disk := range []int64{1 << 20, 8 << 30, 100 << 30} {
 		// one 4 KiB metadata chunk per 256 data chunks, plus the header

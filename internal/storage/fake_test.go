@@ -216,10 +216,6 @@ func (f *fakeHost) SeedWorkDisk(ctx context.Context, image, out string) error {
 	return errors.New("fake host does not seed")
 }
 
-func (f *fakeHost) RepairNestedRoot(ctx context.Context, path string) ([]string, error) {
-	return nil, errors.New("fake host does not repair")
-}
-
 // live lists what exists on the fake host.
 func (f *fakeHost) live() []string {
 	f.mu.Lock()

@@ -66,7 +66,6 @@ type Host interface {
 	DMChown(ctx context.Context, name string) (string, error)
 	GrowFS(ctx context.Context, path string) (bool, error)
 	SeedWorkDisk(ctx context.Context, image, out string) error
-	RepairNestedRoot(ctx context.Context, path string) ([]string, error)
 }
 
 var _ Host = (*hostops.Client)(nil)

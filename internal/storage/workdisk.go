@@ -9,7 +9,7 @@ import (
 	"regexp"
 	"strings"
 
-	"banger/internal/hostops"
+	"banger/internal/ext4"
 )
 
 // The work disk is a per-VM ext4 mounted on /root in the guest. It is
@@ -96,7 +96,7 @@ func (m *Manager) seed(ctx context.Context, imageID, imagePath string) (string, 
 	m.seedMu.Lock()
 	defer m.seedMu.Unlock()
 	if f, err := os.Open(p); err == nil {
-		_, err = hostops.Ext4Bytes(f)
+		_, err = ext4.Bytes(f)
 		f.Close()
 		if err == nil {
 			return p, nil
@@ -148,33 +148,13 @@ func (m *Manager) GrowWorkDisk(ctx context.Context, path string, size int64) err
 
 // RepairNestedRoot flattens a work disk whose home sits one level too deep
 // (a top-level root/ holding .bashrc, .profile, .ssh, ...; DESIGN.md §7)
-// and returns what moved, for the caller to log. A disk without a
-// top-level root/ is recognised unprivileged (debugfs on the user's file)
-// and left alone without a mount.
+// and returns what moved, for the caller to log. It needs no privilege:
+// the disk is the user's file, edited in userspace (ext4.RepairNestedHome)
+// and never mounted on the host.
 func (m *Manager) RepairNestedRoot(ctx context.Context, workDisk string) ([]string, error) {
-	if out, err := hostops.Run(ctx, "debugfs", "-R", "ls -p /", workDisk); err == nil {
-		if listed, nested := topLevelRootDir(string(out)); listed && !nested {
-			return nil, nil
-		}
-	}
-	moves, err := m.host.RepairNestedRoot(ctx, workDisk)
+	moves, err := ext4.RepairNestedHome(ctx, workDisk)
 	if err != nil {
 		return nil, fmt.Errorf("repairing nested /root in %s: %w", workDisk, err)
 	}
 	return moves, nil
-}
-
-// topLevelRootDir reads `debugfs -R 'ls -p /'` output
-// (/inode/mode/uid/gid/name/size/): listed says the root directory was
-// read at all, root that it holds a directory named root.
-func topLevelRootDir(ls string) (listed, root bool) {
-	for _, line := range strings.Split(ls, "\n") {
-		f := strings.Split(strings.TrimSpace(line), "/")
-		if len(f) < 7 {
-			continue
-		}
-		listed = listed || f[5] == "."
-		root = root || (f[5] == "root" && strings.HasPrefix(f[2], "04"))
-	}
-	return listed, root
 }
