@@ -7,6 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
 )
 
 // CapFile keeps the file at path at most max bytes: when it is larger, it
@@ -122,4 +125,114 @@ func TailFile(path string, n int) (string, error) {
 		out = append(out, '\n')
 	}
 	return string(out), nil
+}
+
+// Bounds of LogSummary: how much of each file's end is read, how many lines
+// of each are quoted and how long each may be.
+const (
+	summaryReadBytes = 64 << 10
+	summaryLines     = 5
+	summaryLineBytes = 1024
+)
+
+// LogSummary quotes the last error lines of each file (Firecracker's log,
+// the serial console) on one line, for an exit reason:
+// "; firecracker.log: a | b; console.log: c". Lines that look like errors
+// (error, fail, panic, KVM_EXIT, exit, ...) are preferred; a file without
+// any contributes its last few lines. Missing or empty files are skipped; at
+// most 5 lines of 1 KiB per file are quoted.
+func LogSummary(paths ...string) string {
+	var b strings.Builder
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		lines := ErrorLines(p, summaryLines)
+		if len(lines) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "; %s: %s", filepath.Base(p), strings.Join(lines, " | "))
+	}
+	return b.String()
+}
+
+// errorWords mark a line as an error line (matched in lower case).
+var errorWords = []string{"error", "fail", "panic", "fatal", "kvm_exit", "abort", "exit", "oops", "bug:", "segfault", "killed", "refus", "denied", "invalid", "cannot", "unable"}
+
+// ErrorLines returns up to n lines from the end of the file at path: the
+// last lines that look like errors, or, when none does, the last few lines
+// (at most 3). Timestamps Firecracker puts first are dropped and each line
+// is cut to 1 KiB. A missing file gives none.
+func ErrorLines(path string, n int) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil
+	}
+	off := max(fi.Size()-summaryReadBytes, 0)
+	buf := make([]byte, fi.Size()-off)
+	m, err := f.ReadAt(buf, off)
+	if err != nil && err != io.EOF {
+		return nil
+	}
+	buf = buf[:m]
+	if off > 0 {
+		// Drop the partial first line.
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[i+1:]
+		}
+	}
+	var all, errs []string
+	for _, l := range strings.Split(string(buf), "\n") {
+		l = strings.TrimSpace(strings.ToValidUTF8(l, "?"))
+		if l == "" {
+			continue
+		}
+		l = cutLine(dropTimestamp(l))
+		all = append(all, l)
+		low := strings.ToLower(l)
+		for _, w := range errorWords {
+			if strings.Contains(low, w) {
+				errs = append(errs, l)
+				break
+			}
+		}
+	}
+	if len(errs) == 0 {
+		errs, n = all, min(n, 3)
+	}
+	if len(errs) > n {
+		errs = errs[len(errs)-n:]
+	}
+	return errs
+}
+
+// dropTimestamp removes a leading "2006-01-02T15:04:05.000000000 " that
+// Firecracker's logger writes before each line.
+func dropTimestamp(l string) string {
+	sp := strings.IndexByte(l, ' ')
+	if sp < 19 || l[4] != '-' || l[7] != '-' || l[10] != 'T' {
+		return l
+	}
+	for _, c := range l[:4] {
+		if c < '0' || c > '9' {
+			return l
+		}
+	}
+	return strings.TrimSpace(l[sp+1:])
+}
+
+func cutLine(l string) string {
+	if len(l) <= summaryLineBytes {
+		return l
+	}
+	cut := summaryLineBytes
+	for cut > 0 && !utf8.RuneStart(l[cut]) {
+		cut--
+	}
+	return l[:cut] + "…"
 }
