@@ -21,7 +21,7 @@ type proc struct {
 	p    *procwatch.Proc
 	pid  int
 	done <-chan struct{}
-	logs []string // firecracker.log and console.log, quoted in the exit reason
+	logs []firecracker.LogMark // firecracker.log and console.log from where they ended at launch
 
 	// recorded is set once the exit has been dealt with: written to the
 	// store with its reason (onExit, reconcile) or made moot by an operation
@@ -32,9 +32,22 @@ type proc struct {
 	why        string
 }
 
-func newProc(p *procwatch.Proc, vm *store.VM) *proc {
-	return &proc{p: p, pid: p.Pid(), done: p.Done(),
-		logs: []string{filepath.Join(vm.Dir, fileFCLog), filepath.Join(vm.Dir, fileConsole)}}
+func vmLogs(vm *store.VM) []string {
+	return []string{filepath.Join(vm.Dir, fileFCLog), filepath.Join(vm.Dir, fileConsole)}
+}
+
+// wholeLogs marks the start of the VM's logs.
+func wholeLogs(vm *store.VM) []firecracker.LogMark {
+	var marks []firecracker.LogMark
+	for _, p := range vmLogs(vm) {
+		marks = append(marks, firecracker.LogMark{Path: p})
+	}
+	return marks
+}
+
+// newProc wraps p; its exit reason quotes the logs from logs' marks.
+func newProc(p *procwatch.Proc, logs []firecracker.LogMark) *proc {
+	return &proc{p: p, pid: p.Pid(), done: p.Done(), logs: logs}
 }
 
 // exited reports whether the process has ended.
@@ -76,7 +89,7 @@ func (pr *proc) reason() string {
 	pr.reasonOnce.Do(func() {
 		pr.why = pr.status()
 		if pr.abnormal() {
-			pr.why += firecracker.LogSummary(pr.logs...)
+			pr.why += firecracker.SummarySince(pr.logs)
 		}
 	})
 	return pr.why
@@ -138,10 +151,21 @@ func (r *runtimeState) all() map[string]*proc {
 	return out
 }
 
-// watchChild makes p, just launched, the VM's process and has its exit
-// handled.
-func (d *Daemon) watchChild(vm *store.VM, p *procwatch.Proc) *proc {
-	pr := newProc(p, vm)
+// launch starts the VM's Firecracker, makes it the VM's watched process and
+// has its exit handled. Its exit reason quotes only the log lines written
+// after the launch.
+func (d *Daemon) launch(ctx context.Context, vm *store.VM, spec firecracker.LaunchSpec) (*proc, error) {
+	marks := firecracker.MarkLogs(vmLogs(vm)...)
+	p, err := firecracker.Launch(ctx, d.vms.w, spec)
+	if err != nil {
+		return nil, err
+	}
+	return d.watch(vm, p, marks), nil
+}
+
+// watch makes p the VM's process and has its exit handled.
+func (d *Daemon) watch(vm *store.VM, p *procwatch.Proc, logs []firecracker.LogMark) *proc {
+	pr := newProc(p, logs)
 	id := vm.ID
 	d.vms.set(id, pr)
 	p.Notify(func(*procwatch.Proc) { d.onExit(id, pr) })
@@ -159,7 +183,7 @@ func (d *Daemon) watchAdopted(vm *store.VM, pid int) *proc {
 		d.log.Info("firecracker gone before it could be adopted", "vm", vm.Name, "pid", pid, "err", err)
 		p = d.vms.w.Gone(pid)
 	}
-	return d.watchChild(vm, p)
+	return d.watch(vm, p, wholeLogs(vm)) // when it started, and so where its lines begin, is unknown
 }
 
 // procOf returns the watched process of the VM if its pid is pid, else
@@ -248,7 +272,7 @@ func live(state string) bool {
 // exitNotWatched is the reason for a VM whose process ended while no daemon
 // watched it, with the last error lines of its logs.
 func exitNotWatched(vm *store.VM, what string) string {
-	return what + firecracker.LogSummary(filepath.Join(vm.Dir, fileFCLog), filepath.Join(vm.Dir, fileConsole))
+	return what + firecracker.LogSummary(vmLogs(vm)...)
 }
 
 // wait waits up to timeout for the process to end.

@@ -134,7 +134,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 			return fail("firecracker", fmt.Errorf("removing stale socket %s: %w", p, err))
 		}
 	}
-	proc, err := firecracker.Launch(ctx, d.vms.w, firecracker.LaunchSpec{
+	pr, err := d.launch(ctx, vm, firecracker.LaunchSpec{
 		Binary:      d.cfg.FirecrackerBin,
 		APISock:     sock,
 		ID:          "banger-" + vm.ID,
@@ -144,9 +144,8 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	if err != nil {
 		return fail("firecracker", err)
 	}
-	pr := d.watchChild(vm, proc)
 	rv.add("stop firecracker", func(ctx context.Context) error {
-		_ = proc.Kill()
+		_ = pr.p.Kill()
 		d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second)
 		d.vms.forget(vm.ID, pr)
 		_ = os.Remove(vs)

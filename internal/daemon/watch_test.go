@@ -136,7 +136,7 @@ func fakeFirecracker(t *testing.T, d *Daemon, vm *store.VM, script string) *proc
 // running makes vm running under the watched process p.
 func running(t *testing.T, d *Daemon, vm *store.VM, p *procwatch.Proc) *proc {
 	t.Helper()
-	pr := d.watchChild(vm, p)
+	pr := d.watch(vm, p, wholeLogs(vm)) // the tests write the logs first
 	vm.State, vm.PID = api.StateRunning, pr.pid
 	if err := d.store.UpdateVM(context.Background(), vm); err != nil {
 		t.Fatal(err)
