@@ -76,7 +76,7 @@ func (pr *proc) status() string {
 	}
 }
 
-// abnormal reports an exit that is an error rather than a guest shutdown.
+// abnormal reports an exit not known to be a clean guest shutdown.
 func (pr *proc) abnormal() bool { return !pr.p.Status().Clean() }
 
 // reason is status plus, for an abnormal exit, the last error lines of
@@ -254,8 +254,8 @@ func (d *Daemon) recordExit(ctx context.Context, vm *store.VM, pr *proc) {
 	}
 	vm.State = api.StateStopped
 	vm.StopReason = reason
-	if pr.abnormal() {
-		vm.LastError = reason
+	if st := pr.p.Status(); st.Known && !st.Clean() {
+		vm.LastError = reason // a crash; an adopted process's exit may have been a clean one
 	}
 	vm.PID = 0
 	d.saveVM(ctx, vm)

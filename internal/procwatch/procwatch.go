@@ -114,10 +114,10 @@ func (p *Proc) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fd < 0 {
-		if p.Exited() {
-			return fmt.Errorf("signalling pid %d: %w", p.pid, ErrGone)
+		if p.released {
+			return fmt.Errorf("signalling pid %d: %w", p.pid, ErrReleased)
 		}
-		return fmt.Errorf("signalling pid %d: %w", p.pid, ErrReleased)
+		return fmt.Errorf("signalling pid %d: %w", p.pid, ErrGone)
 	}
 	err := unix.PidfdSendSignal(p.fd, sig, nil, 0)
 	if errors.Is(err, unix.ESRCH) {
@@ -152,7 +152,7 @@ func (p *Proc) Notify(f func(*Proc)) {
 		return
 	}
 	p.mu.Unlock()
-	p.w.dispatch(p, []func(*Proc){f})
+	p.w.dispatch(p, []func(*Proc){f}, false)
 }
 
 // Release stops watching a process that still runs and closes its pidfd:
@@ -374,21 +374,28 @@ func (w *Watcher) collect(p *Proc) {
 	fd := p.fd
 	p.fd = -1
 	p.st = st
+	p.mu.Unlock()
+	// Unwatched before Done closes, so Len never counts an exited process
+	// that a caller has seen end.
+	w.drop(fd, p)
+	p.mu.Lock()
 	fns := p.notify
 	p.notify = nil
 	close(p.done)
 	p.mu.Unlock()
-	w.drop(fd, p)
-	w.dispatch(p, fns)
+	w.dispatch(p, fns, true)
 }
 
-func (w *Watcher) dispatch(p *Proc, fns []func(*Proc)) {
+// dispatch calls fns on their own goroutines. From the loop it always does
+// (Close waits for the loop to end before it waits for the calls); from
+// Notify, only while the watcher is open.
+func (w *Watcher) dispatch(p *Proc, fns []func(*Proc), fromLoop bool) {
 	if len(fns) == 0 {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed {
+	if w.closed && !fromLoop {
 		return
 	}
 	for _, f := range fns {
@@ -400,9 +407,9 @@ func (w *Watcher) dispatch(p *Proc, fns []func(*Proc)) {
 	}
 }
 
-// Close stops watching: the loop ends, Close waits for Notify calls under
-// way, and processes still running are released (they keep running; their
-// Done is never closed).
+// Close stops watching: the loop ends, Close waits for the Notify calls
+// under way (those of every exit the loop saw), and processes still running
+// are released (they keep running; their Done is never closed).
 func (w *Watcher) Close() error {
 	w.mu.Lock()
 	if w.closed {
