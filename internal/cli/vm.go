@@ -145,8 +145,10 @@ func (a *app) printStarted(res api.VMResult, verb string) {
 	if h := res.Health; h != nil {
 		if h.Healthy {
 			fmt.Fprintf(a.stdout, "%s is healthy (agent answered in %.1f ms); connect with: banger vm ssh %s\n", vm.Name, h.RTTMillis, vm.Name)
-		} else {
+		} else if h.State == "" || h.State == api.StateRunning {
 			fmt.Fprintf(a.stderr, "banger: %s is running but unhealthy: %s\n", vm.Name, h.Reason)
+		} else {
+			fmt.Fprintf(a.stderr, "banger: %s is %s: %s\n", vm.Name, h.State, h.Reason)
 		}
 	}
 }
@@ -219,7 +221,11 @@ func (a *app) reportBatch(outs []outcome[api.VMResult], verb string, jsonOut boo
 		case "start", "restart":
 			a.printStarted(res, pastTense(verb))
 		default:
-			fmt.Fprintf(a.stdout, "%s %s\n", pastTense(verb), o.label())
+			done := pastTense(verb)
+			if verb == "kill" && res.VM.State == api.StateRunning {
+				done = "signalled" // the signal did not end it (CONT, STOP, ...)
+			}
+			fmt.Fprintf(a.stdout, "%s %s\n", done, o.label())
 			for _, n := range res.Notices {
 				fmt.Fprintf(a.stderr, "banger: %s: %s\n", o.label(), n)
 			}

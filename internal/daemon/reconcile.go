@@ -14,7 +14,6 @@ import (
 
 // init wires runtime pieces and reconciles before the socket serves.
 func (d *Daemon) init(ctx context.Context) error {
-	d.vms = newRuntimeState()
 	d.net = &netState{}
 	d.stats = newStatsState()
 	d.taps = newTapPool()
@@ -39,6 +38,9 @@ func (d *Daemon) init(ctx context.Context) error {
 	d.storage = sm
 	d.initDNS()
 	d.listenOnBridge()
+	if d.vms, err = newRuntimeState(); err != nil {
+		return fmt.Errorf("watching firecracker processes: %w", err)
+	}
 	d.reconcile(ctx)
 	return nil
 }
@@ -69,6 +71,7 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (d *Daemon) shutdownRuntime() {
+	d.vms.close()
 	if d.net != nil && d.net.server != nil {
 		d.net.server.Close()
 	}
@@ -111,6 +114,9 @@ func (d *Daemon) reconcile(ctx context.Context) {
 func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 	switch vm.State {
 	case api.StateRunning, api.StateStarting, api.StateStopping:
+		if d.settleWatched(ctx, vm) {
+			return
+		}
 		pid := livePID(vm)
 		if pid > 0 {
 			if vm.State != api.StateRunning {
@@ -123,7 +129,7 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 			}
 			if pr := d.vms.get(vm.ID); pr == nil || pr.pid != pid {
 				d.log.Info("reconcile: adopted running vm", "vm", vm.Name, "pid", pid)
-				d.watchAdopted(vm.ID, pid)
+				d.watchAdopted(vm, pid)
 				if vm.PID != pid {
 					vm.PID = pid
 					d.saveVM(ctx, vm)
@@ -131,7 +137,7 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 			}
 			return
 		}
-		reason := "firecracker exited while bangerd was not watching"
+		reason := exitNotWatched(vm, "firecracker exited while bangerd was not watching")
 		if vm.State == api.StateStarting {
 			reason = "start interrupted"
 		}

@@ -2,32 +2,121 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/firecracker"
+	"banger/internal/procwatch"
+	"banger/internal/store"
 )
 
-// proc is one watched Firecracker process.
+// proc is one watched Firecracker process. Its pidfd (in the one watcher
+// every VM shares) does the waiting and the signalling.
 type proc struct {
-	pid      int
-	done     chan struct{}
-	expected atomic.Bool // an exit we caused (stop, kill, undo)
-	status   string      // why it exited, set before done closes
-	code     int         // exit code, -1 when unknown or by signal
+	p    *procwatch.Proc
+	pid  int
+	done <-chan struct{}
+	logs []firecracker.LogMark // firecracker.log and console.log from where they ended at launch
+
+	// recorded is set once the exit has been dealt with: written to the
+	// store with its reason (onExit, reconcile) or made moot by an operation
+	// that stopped the VM under its lock (teardown forgets the process).
+	recorded atomic.Bool
+
+	reasonOnce sync.Once
+	why        string
+}
+
+func vmLogs(vm *store.VM) []string {
+	return []string{filepath.Join(vm.Dir, fileFCLog), filepath.Join(vm.Dir, fileConsole)}
+}
+
+// wholeLogs marks the start of the VM's logs.
+func wholeLogs(vm *store.VM) []firecracker.LogMark {
+	var marks []firecracker.LogMark
+	for _, p := range vmLogs(vm) {
+		marks = append(marks, firecracker.LogMark{Path: p})
+	}
+	return marks
+}
+
+// newProc wraps p; its exit reason quotes the logs from logs' marks.
+func newProc(p *procwatch.Proc, logs []firecracker.LogMark) *proc {
+	return &proc{p: p, pid: p.Pid(), done: p.Done(), logs: logs}
+}
+
+// exited reports whether the process has ended.
+func (pr *proc) exited() bool {
+	select {
+	case <-pr.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// status says how the process ended, without log lines:
+// "firecracker crashed (exit status 1)".
+func (pr *proc) status() string {
+	st := pr.p.Status()
+	switch {
+	case !st.Known:
+		return "firecracker exited (adopted process; exit status unknown)"
+	case st.Signal != 0:
+		return "firecracker killed by signal " + procwatch.SignalName(st.Signal)
+	case st.Code == 0:
+		return "guest shut down (firecracker exited 0)"
+	default:
+		return fmt.Sprintf("firecracker crashed (exit status %d)", st.Code)
+	}
+}
+
+// abnormal reports an exit not known to be a clean guest shutdown.
+func (pr *proc) abnormal() bool { return !pr.p.Status().Clean() }
+
+// reason is status plus, for an abnormal exit, the last error lines of
+// Firecracker's log and of the console, on one line. It is read once, after
+// the exit, so every caller reports the same text.
+func (pr *proc) reason() string {
+	if !pr.exited() {
+		return ""
+	}
+	pr.reasonOnce.Do(func() {
+		pr.why = pr.status()
+		if pr.abnormal() {
+			pr.why += firecracker.SummarySince(pr.logs)
+		}
+	})
+	return pr.why
 }
 
 // runtimeState tracks the Firecracker processes the daemon watches.
 type runtimeState struct {
+	w     *procwatch.Watcher
 	mu    sync.Mutex
 	procs map[string]*proc
 }
 
-func newRuntimeState() *runtimeState { return &runtimeState{procs: map[string]*proc{}} }
+func newRuntimeState() (*runtimeState, error) {
+	w, err := procwatch.New()
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeState{w: w, procs: map[string]*proc{}}, nil
+}
+
+// close stops watching; the VMs keep running. It waits for exit handlers
+// under way, so it must come before the store closes.
+func (r *runtimeState) close() {
+	if r != nil {
+		_ = r.w.Close()
+	}
+}
 
 func (r *runtimeState) get(id string) *proc {
 	r.mu.Lock()
@@ -41,9 +130,12 @@ func (r *runtimeState) set(id string, p *proc) {
 	r.mu.Unlock()
 }
 
+// forget drops the VM's process (p, or whichever when p is nil): the
+// caller, holding the VM's lock, has dealt with its exit.
 func (r *runtimeState) forget(id string, p *proc) {
 	r.mu.Lock()
 	if cur, ok := r.procs[id]; ok && (p == nil || cur == p) {
+		cur.recorded.Store(true)
 		delete(r.procs, id)
 	}
 	r.mu.Unlock()
@@ -59,86 +151,140 @@ func (r *runtimeState) all() map[string]*proc {
 	return out
 }
 
-// watchChild waits for a process this daemon started and reports its exit.
-func (d *Daemon) watchChild(vmID string, p *os.Process) *proc {
-	pr := &proc{pid: p.Pid, done: make(chan struct{}), code: -1}
-	d.vms.set(vmID, pr)
-	go func() {
-		st, err := p.Wait()
-		switch {
-		case err != nil:
-			pr.status = fmt.Sprintf("firecracker (pid %d) ended: %v", p.Pid, err)
-		case st.Exited() && st.ExitCode() == 0:
-			pr.code = 0
-			pr.status = "guest shut down (firecracker exited 0)"
-		case st.Exited():
-			pr.code = st.ExitCode()
-			pr.status = fmt.Sprintf("firecracker crashed (exit status %d)", st.ExitCode())
-		default:
-			if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				pr.status = fmt.Sprintf("firecracker killed by signal %s", ws.Signal())
-			} else {
-				pr.status = "firecracker ended: " + st.String()
-			}
-		}
-		close(pr.done)
-		d.onExit(vmID, pr)
-	}()
-	return pr
-}
-
-// watchAdopted waits for a process started by an earlier daemon.
-func (d *Daemon) watchAdopted(vmID string, pid int) *proc {
-	pr := &proc{pid: pid, done: make(chan struct{}), code: -1}
-	d.vms.set(vmID, pr)
-	go func() {
-		for {
-			err := firecracker.WaitExit(context.Background(), pid)
-			if err == nil {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		pr.status = "firecracker exited (adopted process; exit status unknown)"
-		close(pr.done)
-		d.onExit(vmID, pr)
-	}()
-	return pr
-}
-
-// onExit cleans up after a Firecracker process that ended on its own.
-func (d *Daemon) onExit(vmID string, pr *proc) {
-	if pr.expected.Load() {
-		return
+// launch starts the VM's Firecracker, makes it the VM's watched process and
+// has its exit handled. Its exit reason quotes only the log lines written
+// after the launch.
+func (d *Daemon) launch(ctx context.Context, vm *store.VM, spec firecracker.LaunchSpec) (*proc, error) {
+	marks := firecracker.MarkLogs(vmLogs(vm)...)
+	p, err := firecracker.Launch(ctx, d.vms.w, spec)
+	if err != nil {
+		return nil, err
 	}
-	select {
-	case <-d.stopping:
+	return d.watch(vm, p, marks), nil
+}
+
+// watch makes p the VM's process and has its exit handled.
+func (d *Daemon) watch(vm *store.VM, p *procwatch.Proc, logs []firecracker.LogMark) *proc {
+	pr := newProc(p, logs)
+	id := vm.ID
+	d.vms.set(id, pr)
+	p.Notify(func(*procwatch.Proc) { d.onExit(id, pr) })
+	return pr
+}
+
+// watchAdopted watches pid, a Firecracker started by an earlier daemon,
+// after checking (with its pidfd held) that it serves the VM's API socket.
+// A process that is gone by then, or that turns out not to be the VM's,
+// counts as exited: the returned proc is already done and its exit is
+// recorded once the caller releases the VM's lock. It never returns nil.
+func (d *Daemon) watchAdopted(vm *store.VM, pid int) *proc {
+	p, err := firecracker.Adopt(d.vms.w, pid, apiSock(vm))
+	if err != nil {
+		d.log.Info("firecracker gone before it could be adopted", "vm", vm.Name, "pid", pid, "err", err)
+		p = d.vms.w.Gone(pid)
+	}
+	return d.watch(vm, p, wholeLogs(vm)) // when it started, and so where its lines begin, is unknown
+}
+
+// procOf returns the watched process of the VM if its pid is pid, else
+// adopts pid after checking it is the VM's Firecracker.
+func (d *Daemon) procOf(vm *store.VM, pid int) *proc {
+	if pr := d.vms.get(vm.ID); pr != nil && pr.pid == pid {
+		return pr
+	}
+	return d.watchAdopted(vm, pid)
+}
+
+// onExit records the exit of a VM's process that nobody under the VM's lock
+// has dealt with (a crash, a guest shutdown). It runs on its own goroutine
+// per exit; the watcher's Close waits for it.
+func (d *Daemon) onExit(vmID string, pr *proc) {
+	if pr.recorded.Load() {
 		return
-	default:
 	}
 	unlock := d.locks.lock(vmID)
 	defer unlock()
-	if pr.expected.Load() {
+	if pr.recorded.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	vm, err := d.store.GetVM(ctx, vmID)
-	if err != nil || vm.PID != pr.pid {
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			d.log.Error("recording firecracker exit: loading vm", "vm", vmID, "pid", pr.pid, "reason", pr.reason(), "err", err)
+		}
+		d.vms.forget(vmID, pr)
 		return
 	}
-	d.log.Info("firecracker exited on its own", "vm", vm.Name, "pid", pr.pid, "reason", pr.status)
-	if err := d.teardown(ctx, &vm); err != nil {
-		d.log.Warn("cleanup after exit", "vm", vm.Name, "err", err)
-	}
-	vm.State = "stopped"
-	vm.StopReason = pr.status
-	vm.PID = 0
-	d.saveVM(ctx, &vm)
-	d.vms.forget(vmID, pr)
+	d.recordExit(ctx, &vm, pr)
 }
 
-// waitGone waits for pid to end, preferring the watcher's done channel.
+// settleWatched answers for reconcile (which holds the VM's lock) about a
+// VM whose process the daemon watches: if it exited, its exit is recorded
+// here with its real reason; if it runs, there is nothing to reconcile. It
+// returns false when the watcher does not know the VM's process, so that
+// reconcile looks at /proc itself.
+func (d *Daemon) settleWatched(ctx context.Context, vm *store.VM) bool {
+	pr := d.vms.get(vm.ID)
+	if pr == nil || pr.pid != vm.PID {
+		return false
+	}
+	if pr.exited() {
+		d.recordExit(ctx, vm, pr)
+		return true
+	}
+	return vm.State == api.StateRunning
+}
+
+// recordExit writes a process exit to the store, once, with its reason, and
+// releases the VM's host resources. The caller holds the VM's lock.
+func (d *Daemon) recordExit(ctx context.Context, vm *store.VM, pr *proc) {
+	if !pr.recorded.CompareAndSwap(false, true) {
+		return
+	}
+	defer d.vms.forget(vm.ID, pr)
+	if vm.PID != pr.pid || !live(vm.State) {
+		return // the VM moved on (stopped, restarted) under its lock
+	}
+	reason := pr.reason()
+	d.log.Info("firecracker exited on its own", "vm", vm.Name, "pid", pr.pid, "reason", reason)
+	if err := d.teardown(ctx, vm); err != nil {
+		d.log.Warn("cleanup after exit", "vm", vm.Name, "err", err)
+	}
+	vm.State = api.StateStopped
+	vm.StopReason = reason
+	if st := pr.p.Status(); st.Known && !st.Clean() {
+		vm.LastError = reason // a crash; an adopted process's exit may have been a clean one
+	}
+	vm.PID = 0
+	d.saveVM(ctx, vm)
+}
+
+func live(state string) bool {
+	switch state {
+	case api.StateRunning, api.StateStarting, api.StateStopping:
+		return true
+	}
+	return false
+}
+
+// exitNotWatched is the reason for a VM whose process ended while no daemon
+// watched it, with the last error lines of its logs.
+func exitNotWatched(vm *store.VM, what string) string {
+	return what + firecracker.LogSummary(vmLogs(vm)...)
+}
+
+// wait waits up to timeout for the process to end.
+func (pr *proc) wait(ctx context.Context, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := pr.p.Wait(ctx)
+	return err == nil
+}
+
+// waitGone waits for pid to end, through the VM's watched process when pid
+// is its pid, else through a pidfd held for the wait.
 func (d *Daemon) waitGone(ctx context.Context, vmID string, pid int, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -150,5 +296,11 @@ func (d *Daemon) waitGone(ctx context.Context, vmID string, pid int, timeout tim
 			return false
 		}
 	}
-	return firecracker.WaitExit(ctx, pid) == nil
+	p, err := d.vms.w.Adopt(pid, nil)
+	if err != nil {
+		return errors.Is(err, procwatch.ErrGone)
+	}
+	defer p.Release()
+	_, err = p.Wait(ctx)
+	return err == nil
 }

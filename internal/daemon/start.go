@@ -134,7 +134,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 			return fail("firecracker", fmt.Errorf("removing stale socket %s: %w", p, err))
 		}
 	}
-	proc, err := firecracker.Launch(ctx, firecracker.LaunchSpec{
+	pr, err := d.launch(ctx, vm, firecracker.LaunchSpec{
 		Binary:      d.cfg.FirecrackerBin,
 		APISock:     sock,
 		ID:          "banger-" + vm.ID,
@@ -144,10 +144,8 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	if err != nil {
 		return fail("firecracker", err)
 	}
-	pr := d.watchChild(vm.ID, proc)
 	rv.add("stop firecracker", func(ctx context.Context) error {
-		pr.expected.Store(true)
-		_ = proc.Kill()
+		_ = pr.p.Kill()
 		d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second)
 		d.vms.forget(vm.ID, pr)
 		_ = os.Remove(vs)
@@ -159,14 +157,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	vm.PID = pr.pid
 	d.saveVM(ctx, vm)
 	fc := firecracker.NewClient(sock)
-	exited := func() (bool, string) {
-		select {
-		case <-pr.done:
-			return true, pr.status
-		default:
-			return false, ""
-		}
-	}
+	exited := func() (bool, string) { return pr.exited(), pr.reason() }
 	if err := firecracker.WaitReady(ctx, fc, 10*time.Second, exited); err != nil {
 		return fail("firecracker", err)
 	}
@@ -181,15 +172,22 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("InstanceStart", err)
 	}
 	d.progress(vm, t0, "firecracker", "configured and booting")
-	rv.success()
 	vm.State = api.StateRunning
 	vm.StartedAt = time.Now()
 	vm.LastUsedAt = vm.StartedAt
 	vm.Pending = nil
 	d.saveVM(ctx, vm)
 
-	// Agent health, then DNS.
-	h := d.waitHealthy(ctx, vm, pr)
+	// Agent health, then DNS. A Firecracker that dies during boot fails
+	// the start: its host side is undone and no name is published.
+	h, err := d.waitHealthy(ctx, vm, pr)
+	if err != nil {
+		if d.net.records != nil {
+			d.net.records.Remove(vm.Name)
+		}
+		return fail("firecracker exited during boot", err)
+	}
+	rv.success()
 	if h.Healthy {
 		d.progress(vm, t0, "agent", fmt.Sprintf("healthy in %.1f ms", h.RTTMillis))
 	} else {
@@ -233,22 +231,23 @@ func agentClient(vm *store.VM) *agent.Client {
 }
 
 // waitHealthy polls the agent until it answers or the boot deadline passes.
-func (d *Daemon) waitHealthy(ctx context.Context, vm *store.VM, pr *proc) api.Health {
+// It fails with Firecracker's reason (exit status, last log lines) when the
+// process exits meanwhile.
+func (d *Daemon) waitHealthy(ctx context.Context, vm *store.VM, pr *proc) (api.Health, error) {
 	deadline := time.Now().Add(d.cfg.BootDeadline)
 	cl := agentClient(vm)
+	died := func() error { return errors.New(pr.reason()) }
 	var last error
 	for {
-		select {
-		case <-pr.done:
-			return api.Health{VM: vm.Name, State: api.StateStopped, Reason: "firecracker exited during boot: " + pr.status}
-		default:
+		if pr.exited() {
+			return api.Health{}, died()
 		}
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		hz, rtt, err := cl.Health(actx)
 		cancel()
 		if err == nil {
 			return api.Health{VM: vm.Name, Healthy: true, State: api.StateRunning, RTTMillis: float64(rtt.Microseconds()) / 1000,
-				UptimeS: hz.UptimeS, Version: hz.Version, Hostname: hz.Hostname}
+				UptimeS: hz.UptimeS, Version: hz.Version, Hostname: hz.Hostname}, nil
 		}
 		last = err
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -256,8 +255,12 @@ func (d *Daemon) waitHealthy(ctx context.Context, vm *store.VM, pr *proc) api.He
 		}
 		select {
 		case <-time.After(100 * time.Millisecond):
+		case <-pr.done:
 		case <-ctx.Done():
 		}
+	}
+	if pr.exited() {
+		return api.Health{}, died()
 	}
 	reason := fmt.Sprintf("guest agent did not answer within %s", d.cfg.BootDeadline)
 	if last != nil {
@@ -266,5 +269,5 @@ func (d *Daemon) waitHealthy(ctx context.Context, vm *store.VM, pr *proc) api.He
 	if errors.Is(ctx.Err(), context.Canceled) {
 		reason = "request cancelled while waiting for the guest agent"
 	}
-	return api.Health{VM: vm.Name, State: api.StateRunning, Reason: reason}
+	return api.Health{VM: vm.Name, State: api.StateRunning, Reason: reason}, nil
 }

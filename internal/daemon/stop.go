@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/firecracker"
 	"banger/internal/hostops"
+	"banger/internal/procwatch"
 	"banger/internal/store"
 )
 
@@ -43,9 +46,6 @@ func (d *Daemon) stopLocked(ctx context.Context, vm *store.VM, reason string) er
 	vm.State = api.StateStopping
 	d.saveVM(ctx, vm)
 	if pid > 0 {
-		if pr := d.vms.get(vm.ID); pr != nil {
-			pr.expected.Store(true)
-		}
 		graceful := true
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := firecracker.NewClient(apiSock(vm)).SendCtrlAltDel(cctx)
@@ -66,25 +66,18 @@ func (d *Daemon) stopLocked(ctx context.Context, vm *store.VM, reason string) er
 	return d.finishStop(ctx, vm, reason)
 }
 
-// killWait sends sig and waits for the process to be gone.
+// killWait sends sig to the VM's Firecracker through its pidfd and waits
+// for it to be gone. A pid that is not (or no longer) the VM's Firecracker
+// is never signalled: it counts as gone.
 func (d *Daemon) killWait(ctx context.Context, vm *store.VM, pid int, sig syscall.Signal) error {
-	if pr := d.vms.get(vm.ID); pr != nil {
-		pr.expected.Store(true)
-	}
-	if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+	pr := d.procOf(vm, pid)
+	if err := pr.p.Signal(sig); err != nil && !errors.Is(err, procwatch.ErrGone) {
 		return fmt.Errorf("signalling firecracker pid %d: %w", pid, err)
 	}
-	if d.waitGone(ctx, vm.ID, pid, 10*time.Second) {
+	if pr.wait(ctx, 10*time.Second) {
 		return nil
 	}
-	if sig != syscall.SIGKILL {
-		d.log.Warn("process survived signal; sending SIGKILL", "vm", vm.Name, "pid", pid, "signal", sig.String())
-		_ = unix.Kill(pid, syscall.SIGKILL)
-		if d.waitGone(ctx, vm.ID, pid, 10*time.Second) {
-			return nil
-		}
-	}
-	return fmt.Errorf("firecracker pid %d did not exit after %s", pid, sig)
+	return fmt.Errorf("firecracker pid %d did not exit within 10s of %s", pid, procwatch.SignalName(sig))
 }
 
 func (d *Daemon) stopFailed(ctx context.Context, vm *store.VM, err error) error {
@@ -229,6 +222,15 @@ func parseSignal(s string) (syscall.Signal, error) {
 	return 0, invalidf("unknown signal %q; use a name like KILL, TERM or INT", s)
 }
 
+// signalGrace is how long vm kill waits for a signal other than SIGKILL to
+// end the process before saying that it still runs.
+const signalGrace = 2 * time.Second
+
+// rpcKill sends a signal to the VM's Firecracker and reports what ended it.
+// SIGKILL (the default) must end it; another signal that ends it within
+// signalGrace is recorded as what was sent and how the process ended; one
+// that does not (CONT, STOP, a handled one) leaves the VM as it is and says
+// so: nothing escalates to SIGKILL.
 func (d *Daemon) rpcKill(ctx context.Context, raw json.RawMessage) (any, error) {
 	var p api.VMKillParams
 	if err := decodeParams(api.MethodVMKill, raw, &p); err != nil {
@@ -247,18 +249,57 @@ func (d *Daemon) rpcKill(ctx context.Context, raw json.RawMessage) (any, error) 
 	pid := livePID(&vm)
 	if pid == 0 {
 		res.Notices = append(res.Notices, vm.Name+" had no running process")
-	} else if err := d.killWait(ctx, &vm, pid, sig); err != nil {
-		return nil, d.stopFailed(ctx, &vm, err)
+		if err := d.finishStop(ctx, &vm, vm.StopReason); err != nil {
+			return nil, err
+		}
+		res.VM = d.toAPI(ctx, vm)
+		return res, nil
 	}
-	reason := vm.StopReason
-	if pid > 0 {
-		reason = "killed with " + unix.SignalName(sig)
+	name := procwatch.SignalName(sig)
+	pr := d.procOf(&vm, pid)
+	sent := true
+	if err := pr.p.Signal(sig); errors.Is(err, procwatch.ErrGone) {
+		sent = false
+	} else if err != nil {
+		return nil, fmt.Errorf("sending %s to firecracker pid %d of vm %s: %w", name, pid, vm.Name, err)
+	}
+	wait := signalGrace
+	if sig == syscall.SIGKILL {
+		wait = 10 * time.Second
+	}
+	if !pr.wait(ctx, wait) {
+		if sig == syscall.SIGKILL {
+			return nil, d.stopFailed(ctx, &vm, fmt.Errorf("firecracker pid %d did not exit within 10s of SIGKILL", pid))
+		}
+		msg := fmt.Sprintf("sent %s to firecracker (pid %d); it is still running", name, pid)
+		if procStopped(pid) {
+			msg += " but stopped: send CONT to resume it"
+		}
+		d.log.Info("signal did not end firecracker", "vm", vm.Name, "pid", pid, "signal", name)
+		res.Notices = append(res.Notices, msg)
+		res.VM = d.toAPI(ctx, vm)
+		return res, nil
+	}
+	reason := "sent " + name + "; " + pr.status()
+	if !sent {
+		reason = pr.reason()
+		res.Notices = append(res.Notices, fmt.Sprintf("%s had already exited (%s); %s was not sent", vm.Name, pr.status(), name))
 	}
 	if err := d.finishStop(ctx, &vm, reason); err != nil {
 		return nil, err
 	}
 	res.VM = d.toAPI(ctx, vm)
 	return res, nil
+}
+
+// procStopped reports whether pid is in the stopped state (SIGSTOP).
+func procStopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't')
 }
 
 func (d *Daemon) rpcDelete(ctx context.Context, raw json.RawMessage) (any, error) {

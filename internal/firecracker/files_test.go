@@ -128,3 +128,80 @@ func TestTailFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+func TestLogSummary(t *testing.T) {
+	dir := t.TempDir()
+	fcLog := filepath.Join(dir, "firecracker.log")
+	console := filepath.Join(dir, "console.log")
+	quiet := filepath.Join(dir, "quiet.log")
+	write := func(p, s string) {
+		t.Helper()
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(s)
+		f.Close()
+	}
+	write(fcLog, "2025-01-02T03:04:05.000000001 [vm:main] Running Firecracker v1.16.1\n")
+	write(console, "[    0.000000] Command line: console=ttyS0 reboot=k panic=1 pci=off\n[    0.3] Run /sbin/init as init process\n")
+	write(quiet, "one\ntwo\nthree\nfour\n")
+	marks := MarkLogs(fcLog, console, filepath.Join(dir, "missing.log"))
+	if marks[2].Offset != 0 || marks[0].Offset == 0 {
+		t.Fatalf("marks %+v", marks)
+	}
+	write(fcLog, "2025-01-02T03:04:06.000000001 [vm:fc_vcpu 0] Failure in vCPU 0: Received KVM_EXIT_INTERNAL_ERROR. Suberror: 1\n"+
+		"2025-01-02T03:04:06.100000000 [vm:main] Vmm is stopping.\n"+
+		"2025-01-02T03:04:06.200000000 [vm:main] Firecracker exiting with error. exit_code=1\n")
+	write(console, "[    1.0] Kernel panic - not syncing: Attempted to kill init!\n")
+
+	// Error lines only, timestamps dropped, the kernel line's panic=1 not
+	// taken for a panic, files in the order given, the missing one skipped.
+	got := SummarySince(marks)
+	want := "; firecracker.log: [vm:fc_vcpu 0] Failure in vCPU 0: Received KVM_EXIT_INTERNAL_ERROR. Suberror: 1 | [vm:main] Firecracker exiting with error. exit_code=1" +
+		"; console.log: [    1.0] Kernel panic - not syncing: Attempted to kill init!"
+	if got != want {
+		t.Errorf("SummarySince:\n got %q\nwant %q", got, want)
+	}
+	// From the start, the earlier boot's lines count too; a file without
+	// error lines gives its last three.
+	got = LogSummary(console, quiet)
+	want = "; console.log: [    1.0] Kernel panic - not syncing: Attempted to kill init!; quiet.log: two | three | four"
+	if got != want {
+		t.Errorf("LogSummary:\n got %q\nwant %q", got, want)
+	}
+	// A file trimmed below its mark (CapFile) is read from its start.
+	if err := os.WriteFile(console, []byte("oops: trimmed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := SummarySince(marks[1:2]); got != "; console.log: oops: trimmed" {
+		t.Errorf("after a trim: %q", got)
+	}
+	if got := SummarySince(MarkLogs(fcLog)); got != "" {
+		t.Errorf("nothing new since the mark, got %q", got)
+	}
+}
+
+func TestErrorLinesBounds(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.log")
+	var b strings.Builder
+	b.WriteString(strings.Repeat("x", 70<<10) + " error in a line cut off by the 64 KiB window\n")
+	for i := range 8 {
+		fmt.Fprintf(&b, "error %d %s\n", i, strings.Repeat("y", 2000))
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines := ErrorLines(p, 5)
+	if len(lines) != 5 {
+		t.Fatalf("%d lines, want 5", len(lines))
+	}
+	for i, l := range lines {
+		if !strings.HasPrefix(l, fmt.Sprintf("error %d ", i+3)) || len(l) > 1024+len("…") || !strings.HasSuffix(l, "…") {
+			t.Errorf("line %d: %d bytes, starts %q", i, len(l), l[:min(len(l), 20)])
+		}
+	}
+	if got := ErrorLines(filepath.Join(t.TempDir(), "none"), 5); got != nil {
+		t.Errorf("missing file: %q", got)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 // MaxSocketPath is the longest unix socket path Firecracker can bind:
@@ -65,9 +67,9 @@ func ValidateID(id string) error {
 // Launch starts Firecracker as described by s, in a new session so it
 // outlives the daemon. It first refuses a bad spec or an API socket that a
 // live process already serves, then removes a stale socket file (Firecracker
-// never unlinks it and refuses to start when it exists). The caller owns the
-// returned process and should Watch it to reap it.
-func Launch(ctx context.Context, s LaunchSpec) (*os.Process, error) {
+// never unlinks it and refuses to start when it exists). The process is
+// watched (and reaped) by w.
+func Launch(ctx context.Context, w *procwatch.Watcher, s LaunchSpec) (*procwatch.Proc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("launching firecracker %s: %w", s.ID, err)
 	}
@@ -115,7 +117,7 @@ func Launch(ctx context.Context, s LaunchSpec) (*os.Process, error) {
 
 	argv := append([]string{bin}, Args(s)...)
 	env := append(os.Environ(), s.Env...)
-	p, err := os.StartProcess(bin, argv, &os.ProcAttr{
+	p, err := w.Start(bin, argv, &os.ProcAttr{
 		Env:   env,
 		Files: []*os.File{stdin, console, console},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
@@ -193,7 +195,7 @@ func ensureFile(p string) error {
 // succeeds, for at most timeout (0: only ctx bounds it). exited, when
 // non-nil, is asked between attempts whether the process died; if it did,
 // WaitReady fails at once with the detail exited returned (exit status and
-// log tails, see Exit.Exited).
+// log lines, see Exited).
 func WaitReady(ctx context.Context, c *Client, timeout time.Duration, exited func() (bool, string)) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc

@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -90,7 +89,7 @@ func TestLaunchRejectsBadSpec(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.spec.ConsolePath = filepath.Join(dir, "console.log")
-			_, err := Launch(t.Context(), tt.spec)
+			_, err := Launch(t.Context(), testWatcher(t), tt.spec)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Launch error %v, want one containing %q", err, tt.want)
 			}
@@ -118,9 +117,9 @@ func TestLaunchAndWaitReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	p, e := launchHelper(t, "serve", s)
+	p := launchHelper(t, "serve", s)
 	c := NewClient(s.APISock)
-	if err := WaitReady(t.Context(), c, 10*time.Second, e.Exited); err != nil {
+	if err := WaitReady(t.Context(), c, 10*time.Second, Exited(p, s.LogPath, s.ConsolePath)); err != nil {
 		t.Fatalf("WaitReady: %v", err)
 	}
 	if took := time.Since(start); took < 150*time.Millisecond {
@@ -131,13 +130,13 @@ func TestLaunchAndWaitReady(t *testing.T) {
 	}
 
 	// New session: the process leads its own session and process group.
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/stat")
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid()) + "/stat")
 	if err != nil {
 		t.Fatal(err)
 	}
 	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	if fields[2] != strconv.Itoa(p.Pid) || fields[3] != strconv.Itoa(p.Pid) {
-		t.Errorf("pgrp %s, session %s; want both %d (setsid)", fields[2], fields[3], p.Pid)
+	if fields[2] != strconv.Itoa(p.Pid()) || fields[3] != strconv.Itoa(p.Pid()) {
+		t.Errorf("pgrp %s, session %s; want both %d (setsid)", fields[2], fields[3], p.Pid())
 	}
 
 	if fi, err := os.Stat(s.LogPath); err != nil || fi.Mode().Perm() != 0o600 {
@@ -154,7 +153,7 @@ func TestLaunchAndWaitReady(t *testing.T) {
 
 	// A second launch on a socket a live process serves is refused and
 	// leaves the socket alone.
-	_, err = Launch(t.Context(), LaunchSpec{Binary: "/bin/true", APISock: s.APISock, ID: "vm-ready"})
+	_, err = Launch(t.Context(), testWatcher(t), LaunchSpec{Binary: "/bin/true", APISock: s.APISock, ID: "vm-ready"})
 	if err == nil || !strings.Contains(err.Error(), "already serves") {
 		t.Errorf("second launch: %v, want an 'already serves' error", err)
 	}
@@ -162,12 +161,12 @@ func TestLaunchAndWaitReady(t *testing.T) {
 		t.Errorf("socket of the live process was touched: %v", err)
 	}
 
-	if err := p.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-e.Done()
-	if got := e.Reason(); got != "killed by signal SIGKILL" {
-		t.Errorf("Reason = %q", got)
+	<-p.Done()
+	if got := p.Status().String(); got != "killed by signal SIGKILL" {
+		t.Errorf("status = %q", got)
 	}
 }
 
@@ -179,31 +178,33 @@ func TestWaitReadyProcessDiesEarly(t *testing.T) {
 	}
 	s := LaunchSpec{Binary: script, APISock: filepath.Join(dir, "api.sock"), ID: "vm-dies",
 		LogPath: filepath.Join(dir, "fc.log"), ConsolePath: filepath.Join(dir, "console.log")}
-	p, err := Launch(t.Context(), s)
+	p, err := Launch(t.Context(), testWatcher(t), s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := Watch(p, s.LogPath, s.ConsolePath)
 	start := time.Now()
-	err = WaitReady(t.Context(), NewClient(s.APISock), 30*time.Second, e.Exited)
+	err = WaitReady(t.Context(), NewClient(s.APISock), 30*time.Second, Exited(p, s.LogPath, s.ConsolePath))
 	if err == nil {
 		t.Fatal("WaitReady succeeded for a dead process")
 	}
-	mustContain(t, err.Error(), "exited before its api socket", "exit status 3", "boom", "booting", "console.log")
+	mustContain(t, err.Error(), "exited before its api socket", "exit status 3", "console.log: booting | boom")
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("the reason spans lines: %q", err)
+	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("early death noticed only after %s", took)
 	}
-	if ps, _ := e.State(); ps == nil || ps.ExitCode() != 3 {
-		t.Errorf("state %v, want exit code 3", ps)
+	if st := p.Status(); !st.Known || st.Code != 3 {
+		t.Errorf("status %+v, want exit code 3", st)
 	}
 }
 
 func TestWaitReadyTimeout(t *testing.T) {
 	dir := shortDir(t)
 	s := LaunchSpec{APISock: filepath.Join(dir, "api.sock"), ID: "vm-slow"}
-	_, e := launchHelper(t, "sleep", s)
+	p := launchHelper(t, "sleep", s)
 	start := time.Now()
-	err := WaitReady(t.Context(), NewClient(s.APISock), 200*time.Millisecond, e.Exited)
+	err := WaitReady(t.Context(), NewClient(s.APISock), 200*time.Millisecond, Exited(p))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("error %v, want context.DeadlineExceeded", err)
 	}
@@ -211,7 +212,7 @@ func TestWaitReadyTimeout(t *testing.T) {
 	if took := time.Since(start); took < 200*time.Millisecond || took > 3*time.Second {
 		t.Errorf("gave up after %s, want about 200ms", took)
 	}
-	if dead, _ := e.Exited(); dead {
+	if p.Exited() {
 		t.Error("the helper died")
 	}
 }

@@ -9,9 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -70,9 +71,20 @@ func helperMain(mode string, args []string) int {
 	return 2
 }
 
+// testWatcher is a process watcher closed at the end of the test.
+func testWatcher(t *testing.T) *procwatch.Watcher {
+	t.Helper()
+	w, err := procwatch.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
 // launchHelper starts the test binary as a stand-in Firecracker through
 // Launch and makes sure it is killed and reaped at the end of the test.
-func launchHelper(t *testing.T, mode string, s LaunchSpec) (*os.Process, *Exit) {
+func launchHelper(t *testing.T, mode string, s LaunchSpec) *procwatch.Proc {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -80,20 +92,19 @@ func launchHelper(t *testing.T, mode string, s LaunchSpec) (*os.Process, *Exit) 
 	}
 	s.Binary = exe
 	s.Env = append(s.Env, helperEnv+"="+mode)
-	p, err := Launch(t.Context(), s)
+	p, err := Launch(t.Context(), testWatcher(t), s)
 	if err != nil {
 		t.Fatalf("Launch: %v", err)
 	}
-	e := Watch(p, s.LogPath, s.ConsolePath)
 	t.Cleanup(func() {
-		p.Signal(syscall.SIGKILL)
+		p.Kill()
 		select {
-		case <-e.Done():
+		case <-p.Done():
 		case <-time.After(10 * time.Second):
-			t.Errorf("helper %d not reaped", p.Pid)
+			t.Errorf("helper %d not reaped", p.Pid())
 		}
 	})
-	return p, e
+	return p
 }
 
 // shortDir returns a fresh directory with a short path, so unix socket paths

@@ -2,7 +2,6 @@ package firecracker
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,19 +10,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/procwatch"
 )
 
 func TestFindByAPISocket(t *testing.T) {
 	dir := shortDir(t)
 	sock := filepath.Join(dir, "api.sock")
 	other := filepath.Join(dir, "other.sock")
-	p, e := launchHelper(t, "sleep", LaunchSpec{APISock: sock, ID: "vm-find"})
+	p := launchHelper(t, "sleep", LaunchSpec{APISock: sock, ID: "vm-find"})
 
 	tests := []struct {
 		sock string
 		want int
 	}{
-		{sock, p.Pid},
+		{sock, p.Pid()},
 		{sock + "x", 0},
 		{strings.TrimSuffix(sock, ".sock"), 0},
 		{other, 0},
@@ -38,39 +39,50 @@ func TestFindByAPISocket(t *testing.T) {
 			t.Errorf("FindByAPISocket(%q) = %d, want %d", tt.sock, got, tt.want)
 		}
 	}
-	if !Alive(p.Pid, sock) || !Alive(p.Pid, "") {
+	if !Alive(p.Pid(), sock) || !Alive(p.Pid(), "") {
 		t.Error("Alive = false for the live helper")
 	}
-	if Alive(p.Pid, other) {
+	if Alive(p.Pid(), other) {
 		t.Error("Alive(pid, other socket) = true")
 	}
 	if Alive(os.Getpid(), sock) {
 		t.Error("Alive(test pid, sock) = true")
 	}
 
-	// Kill refuses a pid whose command line names another socket.
-	if err := Kill(p.Pid, other, syscall.SIGKILL); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("Kill with the wrong socket: %v, want ErrNotRunning", err)
+	// Adopt refuses a pid whose command line names another socket, and
+	// leaves the process alone.
+	w := testWatcher(t)
+	if _, err := Adopt(w, p.Pid(), other); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Adopt with the wrong socket: %v, want ErrNotRunning", err)
 	}
-	if !Alive(p.Pid, sock) {
-		t.Fatal("helper died from a refused Kill")
+	if _, err := Adopt(w, os.Getpid(), sock); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Adopt of the test process: %v, want ErrNotRunning", err)
 	}
-	if err := Kill(p.Pid, sock, syscall.SIGKILL); err != nil {
+	if w.Len() != 0 {
+		t.Errorf("refused adoptions left %d processes watched", w.Len())
+	}
+	if !Alive(p.Pid(), sock) {
+		t.Fatal("helper died from a refused Adopt")
+	}
+	if err := p.Kill(); err != nil {
 		t.Fatalf("Kill: %v", err)
 	}
 	select {
-	case <-e.Done():
+	case <-p.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("helper still running after Kill")
 	}
 	if got, _ := FindByAPISocket(sock); got != 0 {
 		t.Errorf("FindByAPISocket after exit = %d, want 0", got)
 	}
-	if Alive(p.Pid, sock) {
+	if Alive(p.Pid(), sock) {
 		t.Error("Alive after exit")
 	}
-	if err := Kill(p.Pid, sock, syscall.SIGKILL); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("Kill after exit: %v, want ErrNotRunning", err)
+	if err := p.Kill(); !errors.Is(err, procwatch.ErrGone) {
+		t.Errorf("Kill after exit: %v, want ErrGone", err)
+	}
+	if _, err := Adopt(w, p.Pid(), sock); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Adopt after exit: %v, want ErrNotRunning", err)
 	}
 	if _, err := FindByAPISocket(""); err == nil {
 		t.Error("FindByAPISocket(\"\"): no error")
@@ -78,7 +90,7 @@ func TestFindByAPISocket(t *testing.T) {
 }
 
 // A killed child that nobody has reaped yet is a zombie: it must not count
-// as a running Firecracker, and WaitExit must treat it as gone.
+// as a running Firecracker, nor be adopted as one.
 func TestZombieDoesNotCount(t *testing.T) {
 	exe, _ := os.Executable()
 	sock := filepath.Join(shortDir(t), "api.sock")
@@ -103,13 +115,8 @@ func TestZombieDoesNotCount(t *testing.T) {
 	if Alive(p.Pid, "") {
 		t.Error("Alive(zombie) = true")
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-	defer cancel()
-	if err := WaitExit(ctx, p.Pid); err != nil {
-		t.Errorf("WaitExit(zombie): %v", err)
-	}
-	if err := waitExitPoll(ctx, p.Pid); err != nil {
-		t.Errorf("waitExitPoll(zombie): %v", err)
+	if _, err := Adopt(testWatcher(t), p.Pid, sock); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Adopt(zombie): %v, want ErrNotRunning", err)
 	}
 }
 
@@ -156,76 +163,72 @@ func startGrandchild(t *testing.T) int {
 	return pid
 }
 
-func TestWaitExitNonChild(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		wait func(context.Context, int) error
-	}{
-		{"pidfd", WaitExit},
-		{"proc polling", waitExitPoll},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			pid := startGrandchild(t)
-			if !Alive(pid, "") {
-				t.Fatalf("grandchild %d not alive", pid)
-			}
-			start := time.Now()
-			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-			defer cancel()
-			if err := tt.wait(ctx, pid); !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("WaitExit on a live process: %v, want context.DeadlineExceeded", err)
-			}
-			if took := time.Since(start); took < 100*time.Millisecond || took > 2*time.Second {
-				t.Errorf("gave up after %s, want about 100ms", took)
-			}
-
-			time.AfterFunc(100*time.Millisecond, func() { syscall.Kill(pid, syscall.SIGTERM) })
-			ctx, cancel = context.WithTimeout(t.Context(), 10*time.Second)
-			defer cancel()
-			start = time.Now()
-			if err := tt.wait(ctx, pid); err != nil {
-				t.Fatalf("WaitExit: %v", err)
-			}
-			if took := time.Since(start); took > 2*time.Second {
-				t.Errorf("exit noticed after %s", took)
-			}
-			if Alive(pid, "") {
-				t.Error("Alive after WaitExit")
-			}
-		})
+// An adopted process that is not our child: its exit is noticed through the
+// pidfd (status unknown) and the kill goes through the pidfd too.
+func TestAdoptNonChild(t *testing.T) {
+	pid := startGrandchild(t)
+	if !Alive(pid, "") {
+		t.Fatalf("grandchild %d not alive", pid)
 	}
+	p, err := testWatcher(t).Adopt(pid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Child() {
+		t.Error("a grandchild adopted as a child")
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("Done closed for a live process")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("exit not noticed")
+	}
+	if st := p.Status(); st.Known {
+		t.Errorf("status of a non-child %+v claims to be known", st)
+	}
+	waitFor(t, "grandchild reaped by its shell", 5*time.Second, func() bool { return !Alive(pid, "") })
 }
 
-func TestWaitExitGonePid(t *testing.T) {
-	// A pid from a process that has been reaped: the pidfd cannot be opened.
+func TestAdoptGonePid(t *testing.T) {
+	// A pid from a process that has been reaped: nothing to adopt.
 	p, err := os.StartProcess("/bin/true", []string{"true"}, &os.ProcAttr{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Wait()
-	if err := WaitExit(t.Context(), p.Pid); err != nil {
-		t.Errorf("WaitExit(gone pid): %v", err)
+	if _, err := Adopt(testWatcher(t), p.Pid, "/x.sock"); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("Adopt(gone pid): %v, want ErrNotRunning", err)
 	}
 }
 
-func TestPollExited(t *testing.T) {
+func TestExitedDetail(t *testing.T) {
 	dir := shortDir(t)
 	sock := filepath.Join(dir, "api.sock")
 	console := filepath.Join(dir, "console.log")
-	p, e := launchHelper(t, "sleep", LaunchSpec{APISock: sock, ID: "vm-poll", ConsolePath: console})
-	exited := PollExited(p.Pid, sock, console)
+	p := launchHelper(t, "sleep", LaunchSpec{APISock: sock, ID: "vm-poll", ConsolePath: console})
+	exited := Exited(p, console, filepath.Join(dir, "missing.log"))
 	if dead, _ := exited(); dead {
-		t.Fatal("PollExited reports a live process dead")
+		t.Fatal("Exited reports a live process dead")
 	}
 	waitFor(t, "console output", 5*time.Second, func() bool {
 		b, _ := os.ReadFile(console)
 		return strings.Contains(string(b), "helper stderr line")
 	})
-	p.Signal(syscall.SIGKILL)
-	<-e.Done()
+	p.Kill()
+	<-p.Done()
 	dead, why := exited()
 	if !dead {
-		t.Fatal("PollExited reports a dead process alive")
+		t.Fatal("Exited reports a dead process alive")
 	}
-	mustContain(t, why, strconv.Itoa(p.Pid), "helper stderr line")
+	mustContain(t, why, "killed by signal SIGKILL", "console.log: ", "helper stderr line")
+	if strings.Contains(why, "missing.log") {
+		t.Errorf("a missing file is quoted: %q", why)
+	}
 }

@@ -72,7 +72,7 @@ func (v *vmm) markBooted() {
 	})})
 }
 
-// afterStart arms FCFAKE_EXIT_AFTER_START.
+// afterStart arms FCFAKE_EXIT_AFTER_START (and FCFAKE_EXIT_LOG).
 func (v *vmm) afterStart() {
 	if v.sw.exitAfterStart <= 0 {
 		return
@@ -83,6 +83,10 @@ func (v *vmm) afterStart() {
 			return
 		}
 		fmt.Fprintln(v.console, "[   42.000000] Kernel panic - not syncing: fcfake: FCFAKE_EXIT_AFTER_START")
+		if v.sw.exitLog != "" {
+			// As Firecracker reports a vCPU that stopped with an error.
+			v.log.logf(levelError, "%s", v.sw.exitLog)
+		}
 		v.exit(v.sw.exitCode, "FCFAKE_EXIT_AFTER_START: vmm died")
 	})
 }

@@ -15,6 +15,7 @@
 //	FCFAKE_SHUTDOWN_DELAY=<dur>      how long the guest takes to reboot after Ctrl-Alt-Del (100ms)
 //	FCFAKE_EXIT_AFTER_START=<dur>    the VM ends on its own that long after InstanceStart
 //	FCFAKE_EXIT_CODE=<n>             exit code for FCFAKE_EXIT_AFTER_START (0)
+//	FCFAKE_EXIT_LOG=<line>           with a non-zero FCFAKE_EXIT_CODE: logged (as an error) before the exit
 //	FCFAKE_FAIL_START=1              InstanceStart fails with a 400
 //	FCFAKE_SOCKET_DELAY=<dur>        the API socket appears that late
 //	FCFAKE_AGENT_DOWN=1              vsock CONNECT is never answered (closed, no OK)
@@ -318,6 +319,7 @@ type switches struct {
 	shutdownDelay    time.Duration
 	exitAfterStart   time.Duration
 	exitCode         int
+	exitLog          string
 	failStart        bool
 	socketDelay      time.Duration
 	agentDown        bool
@@ -367,6 +369,7 @@ func switchesFromEnv(getenv func(string) string) (switches, error) {
 	duration("FCFAKE_SHUTDOWN_DELAY", &sw.shutdownDelay)
 	duration("FCFAKE_EXIT_AFTER_START", &sw.exitAfterStart)
 	integer("FCFAKE_EXIT_CODE", 0, 255, &sw.exitCode)
+	sw.exitLog = getenv("FCFAKE_EXIT_LOG")
 	boolean("FCFAKE_FAIL_START", &sw.failStart)
 	duration("FCFAKE_SOCKET_DELAY", &sw.socketDelay)
 	boolean("FCFAKE_AGENT_DOWN", &sw.agentDown)

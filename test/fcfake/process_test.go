@@ -206,6 +206,25 @@ func TestSwitches(t *testing.T) {
 			}
 		}
 	})
+	t.Run("FCFAKE_EXIT_LOG", func(t *testing.T) {
+		dir := shortDir(t)
+		logPath := filepath.Join(dir, "fc.log")
+		if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := startFC(t, fcOpts{dir: dir, env: []string{"FCFAKE_EXIT_AFTER_START=100ms", "FCFAKE_EXIT_CODE=1",
+			"FCFAKE_EXIT_LOG=Failure in vCPU 0: Received KVM_EXIT_INTERNAL_ERROR"}, extra: []string{"--log-path", logPath}})
+		p.boot(nil)
+		if st, ok := p.wait(3 * time.Second); !ok || st.ExitCode() != 1 {
+			t.Fatalf("%v %v, want exit 1", st, ok)
+		}
+		b, _ := os.ReadFile(logPath)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) < 2 || !strings.HasSuffix(lines[len(lines)-2], "] Failure in vCPU 0: Received KVM_EXIT_INTERNAL_ERROR") ||
+			!strings.Contains(lines[len(lines)-1], "exiting with code 1") {
+			t.Errorf("log does not end with the line and the exit:\n%s", b)
+		}
+	})
 	t.Run("FCFAKE_FAIL_START", func(t *testing.T) {
 		p := startFC(t, fcOpts{env: []string{"FCFAKE_FAIL_START=1"}})
 		kernel, _ := p.files()
