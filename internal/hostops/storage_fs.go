@@ -17,16 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func readSysInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	var v int64
-	_, err = fmt.Sscan(strings.TrimSpace(string(b)), &v)
-	return v, err
-}
-
 func treeBytes(dir string) (int64, error) {
 	var n int64
 	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
