@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func writeFiles(t *testing.T, root string, files map[string]string) {
@@ -116,6 +118,59 @@ func TestParseTable(t *testing.T) {
 	for _, bad := range []string{"0 linear", "x 10 zero"} {
 		if _, err := ParseTable(bad); err == nil {
 			t.Errorf("ParseTable(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLoopByInodePrivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: attaches a loop device")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skip("needs loop devices: /dev/loop-control missing")
+	}
+	p := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(p, 1<<20)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dev, lf, err := AttachLoop(f, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	var st unix.Stat_t
+	unix.Fstat(int(f.Fd()), &st)
+	l2, err := OpenLoop(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	lo, err := Status(l2)
+	if err != nil || !lo.Same(st) || lo.Flags&loFlagsReadOnly == 0 {
+		t.Fatalf("Status = %+v, %v; want the inode of %s, read-only", lo, err, p)
+	}
+	if b, _ := LoopBacking("/sys", dev); b != p {
+		t.Errorf("LoopBacking = %q", b)
+	}
+	lf.Close() // l2 is the only opener left: the detach is immediate
+	if err := Detach(l2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Status(l2); !errors.Is(err, ErrNotAttached) {
+		t.Errorf("after detach: %v, want ErrNotAttached", err)
+	}
+	if err := Detach(l2); err != nil {
+		t.Errorf("detaching a detached loop: %v", err)
+	}
+	for _, bad := range []string{"/dev/null", "/dev/sda", "/dev/loop-control", "/dev/loop1/../null"} {
+		if _, err := OpenLoop(bad); !errors.Is(err, ErrNotLoop) {
+			t.Errorf("OpenLoop(%s) = %v, want ErrNotLoop", bad, err)
 		}
 	}
 }

@@ -161,15 +161,7 @@ func TestAdversarialInProcess(t *testing.T) {
 	fakeScripts(t, base)
 	c := Caller{UID: uid, GID: uid, Roots: w.Roots}
 	call := func(ctx context.Context, op string, args, out any) error {
-		in, err := json.Marshal(args)
-		if err != nil {
-			return err
-		}
-		res, err := dispatch(ctx, c, op, in)
-		if err != nil || out == nil || len(res) == 0 {
-			return err
-		}
-		return json.Unmarshal(res, out)
+		return callDispatch(ctx, c, op, args, out)
 	}
 	contents := w.contents()
 	snap := w.snapshot()
