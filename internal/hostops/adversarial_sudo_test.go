@@ -168,6 +168,7 @@ func TestAdversarialInProcess(t *testing.T) {
 	wt := w.watch(t)
 	defer wt.close()
 	start := time.Now()
+	t.Run("static", func(t *testing.T) { runStatic(t, w, call, true, wt) })
 	for _, sc := range advScenarios() {
 		t.Run(sc.op, func(t *testing.T) {
 			runScenario(t, w, sc, call, true, runsScaled(sc.runs), wt)
@@ -253,6 +254,7 @@ func TestAdversarialSudoClientHalf(t *testing.T) {
 	if cl.Mode() != "sudo" {
 		t.Fatalf("mode %s, want sudo", cl.Mode())
 	}
+	t.Run("static", func(t *testing.T) { runStatic(t, &w, cl.call, false, nil) })
 	for _, sc := range advScenarios() {
 		t.Run(sc.op, func(t *testing.T) {
 			runScenario(t, &w, sc, cl.call, false, runsScaled(sc.sudoRuns), nil)
