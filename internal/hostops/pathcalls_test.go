@@ -55,8 +55,8 @@ var allowedPathCalls = map[string]string{
 	"image_ops.go:opImageCustomize:os.MkdirAll":               "root-owned staging tree",
 	"image_ops.go:opImageCustomize:os.WriteFile":              "root-owned staging tree",
 	"image_ops.go:copyFileFrom:os.OpenFile":                   "destination in the root-owned staging tree",
-	"image_ops.go:copyModules:os.MkdirAll":                    "destination in the root-owned staging tree",
-	"image_ops.go:copyModules:os.OpenFile":                    "destination in the root-owned staging tree",
+	"image_modules.go:copyModules:os.MkdirAll":                "destination in the root-owned staging tree",
+	"image_modules.go:copyModules:os.OpenFile":                "destination in the root-owned staging tree",
 	"storage_home_ops.go:opSeedWorkDisk:os.MkdirTemp":         "root-owned 0700 staging under os.TempDir",
 	"storage_home_ops.go:opSeedWorkDisk:os.RemoveAll":         "root-owned 0700 staging under os.TempDir",
 	"storage_home_ops.go:opSeedWorkDisk:os.Lstat":             "root-owned 0700 staging under os.TempDir",
@@ -64,6 +64,7 @@ var allowedPathCalls = map[string]string{
 	"storage_home_ops.go:opSeedWorkDisk:os.WriteFile":         "root-owned 0700 staging under os.TempDir",
 	"storage_home_ops.go:restoreSpecialBits:filepath.WalkDir": "root-owned 0700 staging; WalkDir follows no symlink",
 	"storage_home_ops.go:restoreSpecialBits:os.WriteFile":     "root-owned 0700 staging under os.TempDir",
+	"storage_home_ops.go:restoreSpecialBits:os.OpenFile":      "root-owned 0700 staging under os.TempDir",
 	"storage_home_ops.go:copyOut:os.Open":                     "the seed in the root-owned 0700 staging",
 	"storage_fs.go:treeBytes:filepath.WalkDir":                "root-owned 0700 seed staging; WalkDir follows no symlink",
 	// repair-nested-root (being replaced by a mount-free repair).

@@ -139,8 +139,13 @@ func restoreSpecialBits(ctx context.Context, img, stage string) error {
 	if err != nil {
 		return fmt.Errorf("reading modes: %w", err)
 	}
-	sd, err := beneath.OpenRoot(stage, beneath.Owner{UID: os.Geteuid(), GID: os.Getegid()})
+	sf, err := os.OpenFile(stage, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return err
+	}
+	sd, err := beneath.NewDir(sf, stage, beneath.Owner{UID: os.Geteuid(), GID: os.Getegid()})
+	if err != nil {
+		sf.Close()
 		return err
 	}
 	defer sd.Close()
