@@ -3,8 +3,8 @@ package hostops
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
 )
 
 // StateDirsArgs asks for banger directories to exist, owned by the caller,
@@ -18,7 +18,9 @@ func addBaseOps(m map[string]opFunc) {
 }
 
 // EnsureStateDirs makes each directory (under the caller's roots) exist,
-// owned by the caller with mode 0700.
+// owned by the caller with mode 0700. Missing components are made one at a
+// time beneath the root's descriptor; an existing directory that is not the
+// caller's, or a symlink anywhere on the way, is refused.
 func (c *Client) EnsureStateDirs(ctx context.Context, dirs ...string) error {
 	return c.call(ctx, "ensure-state-dirs", StateDirsArgs{Dirs: dirs}, nil)
 }
@@ -28,30 +30,20 @@ func opEnsureStateDirs(ctx context.Context, c Caller, raw json.RawMessage) (any,
 	if err := decode("ensure-state-dirs", raw, &a); err != nil {
 		return nil, err
 	}
-	var clean []string
+	cf := c.files()
+	defer cf.Close()
+	// Every path is checked before any is made.
 	for _, d := range a.Dirs {
-		p, err := c.CheckPath(d)
-		if err != nil {
+		if _, err := cf.rootOf(d); err != nil {
 			return nil, err
 		}
-		clean = append(clean, p)
 	}
-	for _, d := range clean {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+	for _, d := range a.Dirs {
+		if err := cf.mkdirAll(d, 0o700); err != nil {
+			if errors.Is(err, ErrRefused) {
+				return nil, err // names the path and the reason
+			}
 			return nil, fmt.Errorf("creating %s: %w", d, err)
-		}
-		fi, err := os.Lstat(d)
-		if err != nil {
-			return nil, fmt.Errorf("checking %s: %w", d, err)
-		}
-		if !fi.IsDir() {
-			return nil, fmt.Errorf("%w: %s is not a directory", ErrRefused, d)
-		}
-		if err := os.Lchown(d, c.UID, c.GID); err != nil {
-			return nil, fmt.Errorf("chowning %s to %d:%d: %w", d, c.UID, c.GID, err)
-		}
-		if err := os.Chmod(d, 0o700); err != nil {
-			return nil, fmt.Errorf("chmod 0700 %s: %w", d, err)
 		}
 	}
 	return nil, nil

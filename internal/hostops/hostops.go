@@ -17,7 +17,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,7 +26,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 
 	"banger/internal/command"
 )
@@ -40,7 +38,9 @@ const DefaultHelperPath = "/usr/local/libexec/banger/banger"
 const SudoersPath = "/etc/sudoers.d/banger"
 
 // Caller is who a privileged operation runs for: the user that owns the
-// result and the directories paths must lie under.
+// result and the directories paths must lie under. Ops reach those
+// directories only through Caller.files (callerfs.go): each root opened
+// once without following symlinks, every path resolved beneath it.
 type Caller struct {
 	UID   int      `json:"uid"`
 	GID   int      `json:"gid"`
@@ -246,14 +246,16 @@ func callerFromEnv() (Caller, error) {
 	if err != nil {
 		return Caller{}, fmt.Errorf("%w: looking up uid %d: %v", ErrRefused, uid, err)
 	}
-	if u.HomeDir == "" || u.HomeDir == "/" {
-		return Caller{}, fmt.Errorf("%w: user %s has no home directory", ErrRefused, u.Username)
+	if u.HomeDir == "" || u.HomeDir == "/" || !filepath.IsAbs(u.HomeDir) {
+		return Caller{}, fmt.Errorf("%w: user %s has no usable home directory (%q)", ErrRefused, u.Username, u.HomeDir)
 	}
 	return Caller{UID: uid, GID: gid, Roots: UserRoots(u.HomeDir)}, nil
 }
 
 // UserRoots are the banger directories of a user with the given home, the
-// only places a sudo helper touches on that user's behalf.
+// only places a sudo helper touches on that user's behalf. Each must be a
+// real directory the user owns, reached from "/" through no symlink (the
+// home's own path included).
 func UserRoots(home string) []string {
 	return []string{
 		filepath.Join(home, ".local", "state", "banger"),
@@ -314,51 +316,6 @@ func decode(op string, in []byte, v any) error {
 		return fmt.Errorf("%w: bad arguments: %v", ErrInvalid, err)
 	}
 	return nil
-}
-
-// CheckPath returns the cleaned absolute form of p if it lies strictly under
-// one of the caller's roots once symlinks in its existing part are resolved.
-func (c Caller) CheckPath(p string) (string, error) {
-	if p == "" || !filepath.IsAbs(p) {
-		return "", fmt.Errorf("%w: path %q must be absolute", ErrRefused, p)
-	}
-	clean := filepath.Clean(p)
-	resolved, err := resolveExisting(clean)
-	if err != nil {
-		return "", fmt.Errorf("%w: resolving %q: %v", ErrRefused, p, err)
-	}
-	for _, root := range c.Roots {
-		rr, err := resolveExisting(filepath.Clean(root))
-		if err != nil {
-			continue
-		}
-		if strings.HasPrefix(resolved, rr+string(filepath.Separator)) {
-			return resolved, nil
-		}
-	}
-	return "", fmt.Errorf("%w: path %q is outside banger's directories (%s)", ErrRefused, p, strings.Join(c.Roots, ", "))
-}
-
-// resolveExisting resolves symlinks in the longest existing prefix of p and
-// appends the rest unchanged.
-func resolveExisting(p string) (string, error) {
-	rest := ""
-	cur := p
-	for {
-		r, err := filepath.EvalSymlinks(cur)
-		if err == nil {
-			return filepath.Join(r, rest), nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return "", err
-		}
-		parent := filepath.Dir(cur)
-		if parent == cur {
-			return p, nil
-		}
-		rest = filepath.Join(filepath.Base(cur), rest)
-		cur = parent
-	}
 }
 
 // Run runs an external command as the current process and returns its

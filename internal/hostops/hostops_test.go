@@ -5,37 +5,52 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
-func TestCheckPath(t *testing.T) {
+func TestCallerPathsStayBeneathRoots(t *testing.T) {
 	root := t.TempDir()
 	outside := t.TempDir()
 	if err := os.Symlink(outside, filepath.Join(root, "escape")); err != nil {
 		t.Fatal(err)
 	}
-	c := Caller{Roots: []string{root}}
+	for _, d := range []string{root, outside} {
+		if err := os.WriteFile(filepath.Join(d, "f"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := Caller{UID: os.Geteuid(), GID: os.Getegid(), Roots: []string{root}}
 	tests := []struct {
 		name string
 		path string
 		ok   bool
+		why  string
 	}{
-		{"inside", filepath.Join(root, "vms", "abc"), true},
-		{"root itself", root, false},
-		{"relative", "vms/abc", false},
-		{"dotdot", filepath.Join(root, "..", filepath.Base(outside)), false},
-		{"symlink out", filepath.Join(root, "escape", "x"), false},
-		{"etc", "/etc/passwd", false},
-		{"empty", "", false},
+		{"inside", filepath.Join(root, "f"), true, ""},
+		{"root itself", root, false, "outside banger's directories"},
+		{"relative", "vms/abc", false, "must be absolute"},
+		{"dotdot", filepath.Join(root, "..") + "/" + filepath.Base(outside) + "/../" + filepath.Base(root) + "/f", false, `".."`},
+		{"symlink out", filepath.Join(root, "escape", "f"), false, "symlink"},
+		{"etc", "/etc/passwd", false, "outside banger's directories"},
+		{"empty", "", false, "must be absolute"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := c.CheckPath(tt.path)
-			if tt.ok && err != nil {
-				t.Fatalf("CheckPath(%q) = %v, want ok", tt.path, err)
+			cf := c.files()
+			defer cf.Close()
+			f, err := cf.open(tt.path, unix.O_RDONLY)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("open(%q) = %v, want ok", tt.path, err)
+				}
+				f.Close()
+				return
 			}
-			if !tt.ok && !errors.Is(err, ErrRefused) {
-				t.Fatalf("CheckPath(%q) = %v, want ErrRefused", tt.path, err)
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tt.why) {
+				t.Fatalf("open(%q) = %v, want ErrRefused saying %q", tt.path, err, tt.why)
 			}
 		})
 	}

@@ -12,9 +12,10 @@ package hostops
 // Root runs only scripts it trusts: the root-owned copy installed next to the
 // helper binary (`make install-helper` puts images/ in its directory), or,
 // when the caller is root itself (a root daemon), the scripts directory the
-// caller names. Files the caller supplies (the agent binary, kernel modules)
-// must lie under the caller's banger directories and are opened with
-// O_NOFOLLOW; the public key travels as text and is parsed.
+// caller names. Files the caller supplies (the agent binary, kernel modules,
+// the output image) must lie under the caller's banger directories and are
+// resolved beneath them by descriptor (callerfs.go): the caller's, regular,
+// one link; the public key travels as text and is parsed.
 
 import (
 	"bufio"
@@ -38,6 +39,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/beneath"
 )
 
 const (
@@ -174,12 +177,23 @@ func opImageCustomize(ctx context.Context, c Caller, raw json.RawMessage) (any, 
 	if err != nil {
 		return nil, err
 	}
-	agent, err := openOwned(c, a.AgentPath, false)
+	cf := c.files()
+	defer cf.Close()
+	agent, err := cf.open(a.AgentPath, unix.O_RDONLY)
 	if err != nil {
 		return nil, fmt.Errorf("agent binary: %w", err)
 	}
 	defer agent.Close()
+	var modules *beneath.Dir
+	if a.ModulesDir != "" {
+		if modules, err = cf.openDir(a.ModulesDir); err != nil {
+			return nil, fmt.Errorf("kernel modules: %w", err)
+		}
+		defer modules.Close()
+	}
 
+	// The staging tree is root's (debootstrap made it); paths in it are
+	// root's own.
 	tree := filepath.Join(staging, "root")
 	in := filepath.Join(tree, "tmp", "banger-build")
 	if err := os.RemoveAll(in); err != nil {
@@ -201,8 +215,8 @@ func opImageCustomize(ctx context.Context, c Caller, raw json.RawMessage) (any, 
 	if err := os.WriteFile(filepath.Join(in, "packages.apt"), pkgs, 0o600); err != nil {
 		return nil, fmt.Errorf("writing packages.apt: %w", err)
 	}
-	if a.ModulesDir != "" {
-		if err := copyModules(c, a.ModulesDir, filepath.Join(tree, "lib", "modules")); err != nil {
+	if modules != nil {
+		if err := copyModules(modules, filepath.Join(tree, "lib", "modules")); err != nil {
 			return nil, err
 		}
 	}
@@ -236,18 +250,11 @@ func opImageMkfs(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if !labelRe.MatchString(a.Label) {
 		return nil, fmt.Errorf("%w: filesystem label %q", ErrRefused, a.Label)
 	}
-	out, err := openOwned(c, a.Out, true)
+	out, err := openOwned(c, a.Out, true) // the caller's, one link
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(out.Fd()), &st); err != nil {
-		return nil, fmt.Errorf("checking %s: %w", a.Out, err)
-	}
-	if int(st.Uid) != c.UID || st.Nlink != 1 {
-		return nil, fmt.Errorf("%w: %s must be a file of uid %d with one link", ErrRefused, a.Out, c.UID)
-	}
 	if err := out.Truncate(0); err != nil {
 		return nil, fmt.Errorf("truncating %s: %w", a.Out, err)
 	}
@@ -421,6 +428,10 @@ func checkAuthorizedKey(s string) (string, error) {
 	return line + "\n", nil
 }
 
+// helperExecutable locates this binary, next to which the trusted scripts
+// are installed (tests point it at a root-owned copy).
+var helperExecutable = os.Executable
+
 // trustedScripts returns the scripts directory root may run: a root
 // caller's own choice, else the copy installed next to this binary, which
 // must be root-owned and writable by no one else along its whole path.
@@ -432,7 +443,7 @@ func trustedScripts(c Caller, requested string) (string, error) {
 		}
 		dir = filepath.Clean(requested)
 	} else {
-		exe, err := os.Executable()
+		exe, err := helperExecutable()
 		if err != nil {
 			return "", fmt.Errorf("locating the helper binary: %w", err)
 		}
@@ -479,37 +490,6 @@ func rootOnly(p string) error {
 			return nil
 		}
 	}
-}
-
-// copyModules copies the regular files and directories of a kernel modules
-// tree (under the caller's roots) into dst, skipping symlinks.
-func copyModules(c Caller, src, dst string) error {
-	root, err := c.CheckPath(src)
-	if err != nil {
-		return err
-	}
-	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("reading modules %s: %w", p, err)
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case d.Type().IsRegular():
-			f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("opening module %s: %w", p, err)
-			}
-			defer f.Close()
-			return copyFileFrom(f, target, 0o644)
-		}
-		return nil // symlinks (build/, source/) and others are not needed
-	})
 }
 
 // copyFileFrom writes the content of the open file src to a new file dst.

@@ -202,7 +202,7 @@ func TestImageMkfsAndStaging(t *testing.T) {
 		_, err := dispatch(context.Background(), c, "image-mkfs", raw)
 		return err
 	}
-	if err := mkfs(out, 512<<20, "rootfs"); err == nil || !strings.Contains(err.Error(), "opening") {
+	if err := mkfs(out, 512<<20, "rootfs"); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), out) {
 		t.Fatalf("mkfs into a file that does not exist: %v", err)
 	}
 	if err := os.WriteFile(out, nil, 0o600); err != nil {

@@ -9,23 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"banger/internal/command"
 	"banger/internal/ext4"
 )
-
-func readSysInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	var v int64
-	_, err = fmt.Sscan(strings.TrimSpace(string(b)), &v)
-	return v, err
-}
 
 func treeBytes(dir string) (int64, error) {
 	var n int64

@@ -14,18 +14,26 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/beneath"
 )
 
+// opSeedWorkDisk builds the work-disk seed: the image and the output are
+// resolved beneath the caller's roots first (the image the caller's with
+// one link, the output created O_EXCL and handed to the caller), then
+// debugfs and mkfs work in a root-owned 0700 staging directory on the
+// image's descriptor, and the result is copied into the output's.
 func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any, err error) {
 	var a SeedArgs
 	if err := decode("seed-work-disk", raw, &a); err != nil {
 		return nil, err
 	}
-	out, err := c.CheckPath(a.Out)
-	if err != nil {
+	cf := c.files()
+	defer cf.Close()
+	if _, err := cf.rootOf(a.Out); err != nil {
 		return nil, err
 	}
-	img, err := openOwned(c, a.Image, false)
+	img, err := cf.open(a.Image, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -33,6 +41,20 @@ func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any
 	if _, err := Ext4Bytes(img); err != nil {
 		return nil, fmt.Errorf("image %s: %w", a.Image, err)
 	}
+	out, err := cf.create(a.Out, 0o600)
+	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("creating %s: %w", a.Out, err)
+	}
+	defer func() {
+		if err != nil {
+			out.Discard()
+		} else if cerr := out.Close(); cerr != nil {
+			err = fmt.Errorf("writing %s: %w", a.Out, cerr)
+		}
+	}()
 	stage, err := os.MkdirTemp("", "banger-seed-")
 	if err != nil {
 		return nil, fmt.Errorf("making seed staging dir: %w", err)
@@ -81,12 +103,17 @@ func opSeedWorkDisk(ctx context.Context, c Caller, raw json.RawMessage) (res any
 	if _, err := Run(ctx, "debugfs", "-w", "-f", cmds, seed); err != nil {
 		return nil, fmt.Errorf("setting the owner of / in the seed: %w", err)
 	}
-	return nil, copyOut(ctx, c, seed, out)
+	if err := copyOut(ctx, seed, out.File); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", a.Out, err)
+	}
+	return nil, nil
 }
 
 // restoreSpecialBits puts back the setuid, setgid and sticky bits that
 // debugfs rdump drops, reading the modes with one debugfs run that lists
-// every staged directory.
+// every staged directory. The staging directory is root's, but what is in
+// it comes from the caller's image: each file is reached beneath it with
+// no symlink followed and changed through its descriptor.
 func restoreSpecialBits(ctx context.Context, img, stage string) error {
 	var cmds strings.Builder
 	err := filepath.WalkDir(filepath.Join(stage, "root"), func(p string, d os.DirEntry, err error) error {
@@ -110,6 +137,16 @@ func restoreSpecialBits(ctx context.Context, img, stage string) error {
 	if err != nil {
 		return fmt.Errorf("reading modes: %w", err)
 	}
+	sf, err := os.OpenFile(stage, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	sd, err := beneath.NewDir(sf, stage, beneath.Owner{UID: os.Geteuid(), GID: os.Getegid()})
+	if err != nil {
+		sf.Close()
+		return err
+	}
+	defer sd.Close()
 	dir := ""
 	for _, line := range strings.Split(string(out), "\n") {
 		if rest, ok := strings.CutPrefix(line, "debugfs: ls -p "); ok {
@@ -117,44 +154,34 @@ func restoreSpecialBits(ctx context.Context, img, stage string) error {
 			continue
 		}
 		f := strings.Split(strings.TrimSpace(line), "/")
-		if dir == "" || len(f) < 7 || f[5] == "." || f[5] == ".." {
-			continue
+		if dir == "" || len(f) != 8 || f[5] == "." || f[5] == ".." || f[5] == "" {
+			continue // "/ino/mode/uid/gid/name/size/": a name with a "/" (a crafted image) has more
 		}
 		var mode uint32
 		if _, err := fmt.Sscanf(f[2], "%o", &mode); err != nil || mode&0o7000 == 0 {
 			continue
 		}
-		p := filepath.Join(stage, dir, f[5])
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink == 0 {
-			if err := unix.Chmod(p, mode&0o7777); err != nil {
-				return fmt.Errorf("chmod %s: %w", p, err)
-			}
+		pf, st, err := sd.Lookup(strings.TrimPrefix(dir, "/") + "/" + f[5])
+		if err != nil {
+			continue // not staged (rdump skips special files) or behind a symlink
+		}
+		if t := st.Mode & unix.S_IFMT; t == unix.S_IFREG || t == unix.S_IFDIR {
+			err = beneath.Chmod(pf, mode&0o7777)
+		}
+		pf.Close()
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// copyOut sparse-copies src to a new file out owned by the caller.
-func copyOut(ctx context.Context, c Caller, src, out string) error {
+// copyOut sparse-copies the staged seed src into out, the caller's new file.
+func copyOut(ctx context.Context, src string, out *os.File) error {
 	sf, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer sf.Close()
-	df, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", out, err)
-	}
-	err = df.Chown(c.UID, c.GID)
-	if err == nil {
-		err = CopySparse(ctx, df, sf)
-	}
-	if cerr := df.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(out)
-		return fmt.Errorf("writing %s: %w", out, err)
-	}
-	return nil
+	return CopySparse(ctx, out, sf)
 }

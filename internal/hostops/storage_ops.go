@@ -4,12 +4,16 @@ package hostops
 // seeding run privileged; filesystem growth and the sysfs look-ups run as
 // the calling process.
 //
-// Every file an op opens as root is opened once with O_NOFOLLOW, checked
-// with fstat, and handed on by descriptor (a loop device configured from
-// the descriptor, or /proc/<pid>/fd/<n> for a child tool), so a user who
-// swaps a path for a symlink after validation cannot redirect root.
+// Every file an op opens as root is resolved beneath the caller's roots
+// (callerfs.go, internal/beneath), checked with fstat (the caller's, a
+// regular file, one link) and handed on by descriptor (a loop device
+// configured from the descriptor, or /proc/<pid>/fd/<n> for a child tool),
+// so a user who swaps a path for a symlink or a hard link cannot redirect
+// root. A loop device is the caller's when its backing inode is a file of
+// the caller's; a device-mapper device when every device in its table is.
 // Scratch space (rdump staging, mount points) is a root-owned 0700
 // directory under os.TempDir, never a directory the user can rename.
+// The loop and device-mapper primitives are in internal/blockdev.
 
 import (
 	"context"
@@ -22,16 +26,14 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/beneath"
+	"banger/internal/blockdev"
 )
 
-const (
-	loFlagsReadOnly  = 1
-	loFlagsAutoclear = 4
-	sysRoot          = "/sys"
-)
+const sysRoot = "/sys"
 
 var (
-	loopDevRe = regexp.MustCompile(`^/dev/loop[0-9]+$`)
 	// A counted repetition like {0,100} compiles into 100 copies and cost
 	// every banger process milliseconds at start; the length is checked apart.
 	dmNameRe = regexp.MustCompile(`^banger-[a-z0-9][a-z0-9-]*$`)
@@ -165,18 +167,22 @@ func (c *Client) SeedWorkDisk(ctx context.Context, image, out string) error {
 // LoopBacking returns the file behind dev, or "" when dev is not attached.
 // Unprivileged (sysfs).
 func (c *Client) LoopBacking(ctx context.Context, dev string) (string, error) {
-	return loopBacking(sysRoot, dev)
+	p, err := blockdev.LoopBacking(sysRoot, dev)
+	if errors.Is(err, blockdev.ErrNotLoop) {
+		return "", fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return p, err
 }
 
 // LoopsBackedBy lists the loop devices backed by path that no other device
 // holds (a held loop belongs to a live device-mapper table). Unprivileged.
 func (c *Client) LoopsBackedBy(ctx context.Context, path string) ([]string, error) {
-	return loopsBackedBy(sysRoot, path, true)
+	return blockdev.LoopsBackedBy(sysRoot, path, true)
 }
 
 // DMExists reports whether the device-mapper device name exists. Unprivileged.
 func (c *Client) DMExists(ctx context.Context, name string) (bool, error) {
-	n, err := dmNode(sysRoot, name)
+	n, err := blockdev.DMNode(sysRoot, name)
 	return n != "", err
 }
 
@@ -197,7 +203,7 @@ func opLoopAttach(ctx context.Context, c Caller, raw json.RawMessage) (any, erro
 		return nil, err
 	}
 	defer f.Close()
-	dev, lf, err := attachLoop(f, a.ReadOnly, false)
+	dev, lf, err := blockdev.AttachLoop(f, a.ReadOnly, false)
 	if err != nil {
 		return nil, fmt.Errorf("attaching %s to a loop device: %w", a.Path, err)
 	}
@@ -210,28 +216,43 @@ func opLoopDetach(ctx context.Context, c Caller, raw json.RawMessage) (any, erro
 	if err := decode("loop-detach", raw, &a); err != nil {
 		return nil, err
 	}
-	if !loopDevRe.MatchString(a.Device) {
+	if !blockdev.IsLoopDev(a.Device) {
 		return nil, fmt.Errorf("%w: %q is not a loop device", ErrRefused, a.Device)
 	}
-	want, err := c.CheckPath(a.Backing)
+	cf := c.files()
+	defer cf.Close()
+	if _, err := cf.rootOf(a.Backing); err != nil {
+		return nil, err
+	}
+	lf, err := blockdev.OpenLoop(a.Device)
 	if err != nil {
 		return nil, err
 	}
-	cur, err := loopBacking(sysRoot, a.Device)
-	if err != nil || cur == "" {
+	defer lf.Close() // while open, the loop keeps its binding
+	if _, err := blockdev.Status(lf); errors.Is(err, blockdev.ErrNotAttached) {
+		return nil, nil
+	} else if err != nil {
 		return nil, err
 	}
-	if cur != want {
-		return nil, fmt.Errorf("%w: loop device %s is backed by %s, not %s; leaving it alone", ErrRefused, a.Device, cur, want)
+	bf, err := cf.open(a.Backing, unix.O_PATH)
+	switch {
+	case err == nil:
+		err = sameBacking(lf, bf, a.Device, a.Backing)
+		bf.Close()
+	case errIsNotExist(err):
+		// A backing file deleted after the attach: sysfs still names it.
+		name, deleted, serr := blockdev.LoopBackingName(sysRoot, a.Device)
+		if serr == nil && deleted && name == filepath.Clean(a.Backing) {
+			err = nil
+		} else {
+			err = fmt.Errorf("%w: loop device %s is not backed by %s (%v)", ErrRefused, a.Device, a.Backing, err)
+		}
 	}
-	lf, err := os.OpenFile(a.Device, os.O_RDONLY, 0)
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", a.Device, err)
+		return nil, fmt.Errorf("%w; leaving it alone", err)
 	}
-	defer lf.Close()
-	// With another opener (a dm table) the kernel turns this into autoclear.
-	if err := unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
-		return nil, fmt.Errorf("detaching %s: %w", a.Device, err)
+	if err := blockdev.Detach(lf); err != nil {
+		return nil, err
 	}
 	return nil, nil
 }
@@ -244,12 +265,16 @@ func opDMCreateOrigin(ctx context.Context, c Caller, raw json.RawMessage) (any, 
 	if err := checkDMName(a.Name); err != nil {
 		return nil, err
 	}
-	if err := checkLoopOwned(c, a.ImageLoop, a.ImageBacking); err != nil {
+	cf := c.files()
+	defer cf.Close()
+	lf, err := cf.ownedLoop(a.ImageLoop, a.ImageBacking)
+	if err != nil {
 		return nil, err
 	}
-	imgSectors, err := readSysInt(filepath.Join(sysRoot, "block", filepath.Base(a.ImageLoop), "size"))
+	defer lf.Close()
+	imgSectors, err := blockdev.Sectors(sysRoot, filepath.Base(a.ImageLoop))
 	if err != nil {
-		return nil, fmt.Errorf("reading size of %s: %w", a.ImageLoop, err)
+		return nil, err
 	}
 	if a.SizeBytes <= 0 || a.SizeBytes%512 != 0 || a.SizeBytes/512 < imgSectors {
 		return nil, fmt.Errorf("%w: origin size %d must be a positive multiple of 512 and at least the image's %d bytes", ErrRefused, a.SizeBytes, imgSectors*512)
@@ -261,7 +286,7 @@ func opDMCreateOrigin(ctx context.Context, c Caller, raw json.RawMessage) (any, 
 	if _, err := runInput(ctx, table, "dmsetup", "create", a.Name, "--readonly"); err != nil {
 		return nil, fmt.Errorf("creating origin %s: %w", a.Name, err)
 	}
-	if err := setAutoclear(a.ImageLoop); err != nil {
+	if err := blockdev.SetAutoclear(lf); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -278,29 +303,37 @@ func opDMCreateSnapshot(ctx context.Context, c Caller, raw json.RawMessage) (any
 	if err := checkDMName(a.Origin); err != nil {
 		return nil, err
 	}
-	if err := checkLoopOwned(c, a.COWLoop, a.COWBacking); err != nil {
+	cf := c.files()
+	defer cf.Close()
+	lf, err := cf.ownedLoop(a.COWLoop, a.COWBacking)
+	if err != nil {
 		return nil, err
 	}
-	node, err := dmNode(sysRoot, a.Origin)
+	defer lf.Close()
+	node, err := blockdev.DMNode(sysRoot, a.Origin)
 	if err != nil || node == "" {
 		return nil, fmt.Errorf("origin %s not found: %v", a.Origin, err)
 	}
-	sectors, err := readSysInt(filepath.Join(sysRoot, "block", node, "size"))
-	if err != nil {
-		return nil, fmt.Errorf("reading size of %s: %w", a.Origin, err)
+	// The origin must be the caller's: a snapshot reads all of it.
+	if err := cf.checkDM(ctx, dmsetupTable, a.Origin, 0, false); err != nil {
+		return nil, err
 	}
-	majmin, err := os.ReadFile(filepath.Join(sysRoot, "block", node, "dev"))
+	sectors, err := blockdev.Sectors(sysRoot, node)
 	if err != nil {
-		return nil, fmt.Errorf("reading device number of %s: %w", a.Origin, err)
+		return nil, err
+	}
+	majmin, err := blockdev.DevNum(sysRoot, node)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(sysRoot, "module", "dm_snapshot")); err != nil {
 		_, _ = Run(ctx, "modprobe", "dm-snapshot") // the create below reports a missing target
 	}
-	table := fmt.Sprintf("0 %d snapshot %s %s P 8\n", sectors, strings.TrimSpace(string(majmin)), a.COWLoop)
+	table := fmt.Sprintf("0 %d snapshot %s %s P 8\n", sectors, majmin, a.COWLoop)
 	if _, err := runInput(ctx, table, "dmsetup", "create", a.Name); err != nil {
 		return nil, fmt.Errorf("creating snapshot %s: %w", a.Name, err)
 	}
-	if err := setAutoclear(a.COWLoop); err != nil {
+	if err := blockdev.SetAutoclear(lf); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -314,16 +347,21 @@ func opDMRemove(ctx context.Context, c Caller, raw json.RawMessage) (any, error)
 	if err := checkDMName(a.Name); err != nil {
 		return nil, err
 	}
-	node, err := dmNode(sysRoot, a.Name)
+	node, err := blockdev.DMNode(sysRoot, a.Name)
 	if err != nil {
 		return nil, err
 	}
 	if node == "" {
 		return DMRemoveResult{}, nil
 	}
+	cf := c.files()
+	defer cf.Close()
+	if err := cf.checkDM(ctx, dmsetupTable, a.Name, 1, true); err != nil {
+		return nil, err
+	}
 	if _, err := Run(ctx, "dmsetup", "remove", a.Name); err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "busy") {
-			return DMRemoveResult{Busy: true, Holders: holdersOf(sysRoot, node, a.Name)}, nil
+			return DMRemoveResult{Busy: true, Holders: blockdev.Holders(sysRoot, node, a.Name)}, nil
 		}
 		return nil, fmt.Errorf("removing %s: %w", a.Name, err)
 	}
@@ -338,116 +376,59 @@ func opDMChown(ctx context.Context, c Caller, raw json.RawMessage) (any, error) 
 	if err := checkDMName(a.Name); err != nil {
 		return nil, err
 	}
-	node, err := dmNode(sysRoot, a.Name)
+	node, err := blockdev.DMNode(sysRoot, a.Name)
 	if err != nil || node == "" {
 		return nil, fmt.Errorf("device-mapper device %s not found: %v", a.Name, err)
 	}
-	majmin, err := os.ReadFile(filepath.Join(sysRoot, "block", node, "dev"))
-	if err != nil {
-		return nil, fmt.Errorf("reading device number of %s: %w", a.Name, err)
+	cf := c.files()
+	defer cf.Close()
+	if err := cf.checkDM(ctx, dmsetupTable, a.Name, 1, false); err != nil {
+		return nil, err
 	}
-	path := "/dev/mapper/" + a.Name
-	if _, err := os.Stat(path); err != nil {
-		_, _ = Run(ctx, "dmsetup", "mknodes", a.Name)
-	}
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil || !strings.HasPrefix(real, "/dev/") {
-		return nil, fmt.Errorf("resolving %s: %v", path, err)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(real, &st); err != nil {
-		return nil, fmt.Errorf("checking %s: %w", real, err)
-	}
-	got := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK || got != strings.TrimSpace(string(majmin)) {
-		return nil, fmt.Errorf("%w: %s is not the block device of %s", ErrRefused, real, a.Name)
-	}
-	if err := os.Chown(real, c.UID, c.GID); err != nil {
-		return nil, fmt.Errorf("chowning %s to %d:%d: %w", real, c.UID, c.GID, err)
-	}
-	if err := os.Chmod(real, 0o600); err != nil {
-		return nil, fmt.Errorf("chmod 0600 %s: %w", real, err)
-	}
-	return DMChownResult{Node: path}, nil
-}
-
-// openOwned opens path (under the caller's roots) without following a
-// final symlink and checks it is a regular file.
-func openOwned(c Caller, path string, write bool) (*os.File, error) {
-	p, err := c.CheckPath(path)
+	majmin, err := blockdev.DevNum(sysRoot, node)
 	if err != nil {
 		return nil, err
 	}
-	flag := os.O_RDONLY
-	if write {
-		flag = os.O_RDWR
+	nf, err := openMapperNode(a.Name)
+	if errIsNotExist(err) {
+		_, _ = Run(ctx, "dmsetup", "mknodes", a.Name)
+		nf, err = openMapperNode(a.Name)
 	}
-	f, err := os.OpenFile(p, flag|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		return nil, fmt.Errorf("opening /dev/mapper/%s: %w", a.Name, err)
 	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrRefused, path)
+	defer nf.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(nf.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("checking /dev/mapper/%s: %w", a.Name, err)
 	}
-	return f, nil
+	got := fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK || got != majmin {
+		return nil, fmt.Errorf("%w: /dev/mapper/%s is not the block device of %s", ErrRefused, a.Name, a.Name)
+	}
+	if err := beneath.Chown(nf, c.UID, c.GID); err != nil {
+		return nil, fmt.Errorf("handing /dev/mapper/%s to %d:%d: %w", a.Name, c.UID, c.GID, err)
+	}
+	if err := beneath.Chmod(nf, 0o600); err != nil {
+		return nil, fmt.Errorf("handing /dev/mapper/%s to %d:%d: %w", a.Name, c.UID, c.GID, err)
+	}
+	return DMChownResult{Node: "/dev/mapper/" + a.Name}, nil
 }
 
-// attachLoop binds f to a free loop device and returns its path and an
-// open descriptor of it (close it when done; with autoclear that detaches).
-func attachLoop(f *os.File, readOnly, autoclear bool) (string, *os.File, error) {
-	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+// openMapperNode opens /dev/mapper/name with O_PATH, resolved beneath /dev
+// (udev's mapper/name -> ../dm-N symlink is followed, nothing leaves /dev).
+func openMapperNode(name string) (*os.File, error) {
+	dev, err := unix.Open("/dev", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	defer ctl.Close()
-	var flags uint32
-	if readOnly {
-		flags |= loFlagsReadOnly
-	}
-	if autoclear {
-		flags |= loFlagsAutoclear
-	}
-	for try := 0; try < 20; try++ {
-		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
-		if err != nil {
-			return "", nil, fmt.Errorf("finding a free loop device: %w", err)
-		}
-		dev := fmt.Sprintf("/dev/loop%d", n)
-		lf, err := os.OpenFile(dev, os.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return "", nil, fmt.Errorf("opening %s: %w", dev, err)
-		}
-		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
-		cfg.Info.Flags = flags
-		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
-		if err == nil {
-			return dev, lf, nil
-		}
-		lf.Close()
-		if !errors.Is(err, unix.EBUSY) {
-			return "", nil, fmt.Errorf("configuring %s: %w", dev, err)
-		}
-	}
-	return "", nil, fmt.Errorf("no free loop device after 20 tries")
-}
-
-func setAutoclear(dev string) error {
-	lf, err := os.OpenFile(dev, os.O_RDONLY, 0)
+	defer unix.Close(dev)
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(dev, "mapper/"+name, &how)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", dev, err)
+		return nil, &os.PathError{Op: "open", Path: "/dev/mapper/" + name, Err: err}
 	}
-	defer lf.Close()
-	info, err := unix.IoctlLoopGetStatus64(int(lf.Fd()))
-	if err == nil {
-		info.Flags |= loFlagsAutoclear
-		err = unix.IoctlLoopSetStatus64(int(lf.Fd()), info)
-	}
-	if err != nil {
-		return fmt.Errorf("setting autoclear on %s: %w", dev, err)
-	}
-	return nil
+	return os.NewFile(uintptr(fd), "/dev/mapper/"+name), nil
 }
 
 func checkDMName(name string) error {
@@ -455,118 +436,4 @@ func checkDMName(name string) error {
 		return fmt.Errorf("%w: device-mapper name %q must start with %q and use only a-z, 0-9 and -", ErrRefused, name, "banger-")
 	}
 	return nil
-}
-
-// checkLoopOwned checks dev is a loop device backed by backing, a path
-// under the caller's roots.
-func checkLoopOwned(c Caller, dev, backing string) error {
-	if !loopDevRe.MatchString(dev) {
-		return fmt.Errorf("%w: %q is not a loop device", ErrRefused, dev)
-	}
-	want, err := c.CheckPath(backing)
-	if err != nil {
-		return err
-	}
-	cur, err := loopBacking(sysRoot, dev)
-	if err != nil {
-		return err
-	}
-	if cur != want {
-		return fmt.Errorf("%w: loop device %s is backed by %q, not %s", ErrRefused, dev, cur, want)
-	}
-	return nil
-}
-
-// loopBacking returns the file behind a loop device, "" when not attached.
-func loopBacking(sys, dev string) (string, error) {
-	if !loopDevRe.MatchString(dev) {
-		return "", fmt.Errorf("%w: %q is not a loop device", ErrRefused, dev)
-	}
-	b, err := os.ReadFile(filepath.Join(sys, "block", filepath.Base(dev), "loop", "backing_file"))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading backing file of %s: %w", dev, err)
-	}
-	return strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)"), nil
-}
-
-// loopsBackedBy lists loop devices backed by path; with unheldOnly, those
-// that no other block device (a dm table) holds.
-func loopsBackedBy(sys, path string, unheldOnly bool) ([]string, error) {
-	dirs, err := filepath.Glob(filepath.Join(sys, "block", "loop*"))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, d := range dirs {
-		dev := "/dev/" + filepath.Base(d)
-		b, err := loopBacking(sys, dev)
-		if err != nil || b != path {
-			continue
-		}
-		if unheldOnly {
-			if h, _ := os.ReadDir(filepath.Join(d, "holders")); len(h) > 0 {
-				continue
-			}
-		}
-		out = append(out, dev)
-	}
-	return out, nil
-}
-
-// dmNode returns the kernel name ("dm-3") of the device-mapper device
-// name, or "" when it does not exist.
-func dmNode(sys, name string) (string, error) {
-	dirs, err := filepath.Glob(filepath.Join(sys, "block", "dm-*"))
-	if err != nil {
-		return "", err
-	}
-	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, "dm", "name"))
-		if err == nil && strings.TrimSpace(string(b)) == name {
-			return filepath.Base(d), nil
-		}
-	}
-	return "", nil
-}
-
-// holdersOf names what keeps a dm device open: stacked devices, processes
-// with it open, and mounts of it.
-func holdersOf(sys, node, name string) []string {
-	var out []string
-	hs, _ := os.ReadDir(filepath.Join(sys, "block", node, "holders"))
-	for _, h := range hs {
-		b, err := os.ReadFile(filepath.Join(sys, "block", h.Name(), "dm", "name"))
-		if err == nil {
-			out = append(out, "dm "+strings.TrimSpace(string(b)))
-		} else {
-			out = append(out, h.Name())
-		}
-	}
-	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-	seen := map[string]bool{}
-	for _, fd := range fds {
-		l, err := os.Readlink(fd)
-		if err != nil || (l != "/dev/"+node && l != "/dev/mapper/"+name) {
-			continue
-		}
-		pid := strings.Split(fd, "/")[2]
-		if seen[pid] {
-			continue
-		}
-		seen[pid] = true
-		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
-		out = append(out, fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm))))
-	}
-	if majmin, err := os.ReadFile(filepath.Join(sys, "block", node, "dev")); err == nil {
-		mi, _ := os.ReadFile("/proc/self/mountinfo")
-		for _, line := range strings.Split(string(mi), "\n") {
-			if f := strings.Fields(line); len(f) > 4 && f[2] == strings.TrimSpace(string(majmin)) {
-				out = append(out, "mount "+f[4])
-			}
-		}
-	}
-	return out
 }

@@ -7,9 +7,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
+
+	"banger/internal/blockdev"
 )
 
 func superblock(magic uint16, blocks uint64, logBS uint32, is64 bool) []byte {
@@ -78,39 +79,6 @@ func writeFiles(t *testing.T, root string, files map[string]string) {
 	}
 }
 
-func TestSysfsLookups(t *testing.T) {
-	sys := t.TempDir()
-	writeFiles(t, sys, map[string]string{
-		"block/loop0/loop/backing_file": "/state/img.ext4 (deleted)\n",
-		"block/loop1/loop/backing_file": "/state/img.ext4\n",
-		"block/loop1/holders/dm-0":      "",
-		"block/loop2/loop/backing_file": "/state/cow.img\n",
-		"block/loop3/size":              "0\n",
-		"block/dm-0/dm/name":            "banger-abc-origin\n",
-		"block/dm-1/dm/name":            "banger-abc\n",
-	})
-	for dev, want := range map[string]string{"/dev/loop0": "/state/img.ext4", "/dev/loop2": "/state/cow.img", "/dev/loop3": "", "/dev/loop9": ""} {
-		if got, err := loopBacking(sys, dev); err != nil || got != want {
-			t.Errorf("loopBacking(%s) = %q, %v; want %q", dev, got, err, want)
-		}
-	}
-	if _, err := loopBacking(sys, "/dev/sda"); !errors.Is(err, ErrRefused) {
-		t.Errorf("loopBacking(/dev/sda): %v", err)
-	}
-	if got, _ := loopsBackedBy(sys, "/state/img.ext4", false); !reflect.DeepEqual(got, []string{"/dev/loop0", "/dev/loop1"}) {
-		t.Errorf("all loops of img: %v", got)
-	}
-	if got, _ := loopsBackedBy(sys, "/state/img.ext4", true); !reflect.DeepEqual(got, []string{"/dev/loop0"}) {
-		t.Errorf("unheld loops of img: %v", got)
-	}
-	if n, _ := dmNode(sys, "banger-abc"); n != "dm-1" {
-		t.Errorf("dmNode = %q", n)
-	}
-	if n, _ := dmNode(sys, "banger-zzz"); n != "" {
-		t.Errorf("dmNode of a missing device = %q", n)
-	}
-}
-
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -123,7 +91,7 @@ func needRoot(t *testing.T) {
 
 func detachOnCleanup(t *testing.T, path string) {
 	t.Cleanup(func() {
-		devs, _ := loopsBackedBy(sysRoot, path, false)
+		devs, _ := blockdev.LoopsBackedBy(sysRoot, path, false)
 		for _, d := range devs {
 			_, _ = Run(context.Background(), "losetup", "-d", d)
 		}
@@ -215,7 +183,7 @@ func TestStorageRefusalsPrivileged(t *testing.T) {
 			}
 		})
 	}
-	if b, _ := loopBacking(sysRoot, theirLoop); b != theirs {
+	if b, _ := blockdev.LoopBacking(sysRoot, theirLoop); b != theirs {
 		t.Errorf("foreign loop %s was touched: backing %q", theirLoop, b)
 	}
 	if _, err := os.Stat(filepath.Join(outside, "seed")); !errors.Is(err, os.ErrNotExist) {
