@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/hostops"
-	"banger/internal/store"
 )
 
 // Privileged tests: root, real loop devices and ext4 (e2fsprogs). They
@@ -560,6 +559,13 @@ func TestDMPrivileged(t *testing.T) {
 		t.Skip("no device-mapper on this host: /dev/mapper/control missing")
 	}
 	needRoot(t)
+	// The node can exist while the kernel has no device-mapper driver (a
+	// container or microVM kernel built without it): opening it says so.
+	if f, err := os.OpenFile("/dev/mapper/control", os.O_RDWR, 0); errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+		t.Skipf("no device-mapper driver in this kernel: opening /dev/mapper/control: %v", err)
+	} else if err == nil {
+		f.Close()
+	}
 	ctx := context.Background()
 	e := newEnv(t, DriverDM)
 	img := e.image(t, homeTree)
@@ -610,5 +616,4 @@ func TestDMPrivileged(t *testing.T) {
 	if err := e.m.Remove(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	_ = store.StorageState{}
 }
