@@ -51,6 +51,8 @@ type Store struct {
 	cached  bool
 	// now is the clock used for created/updated timestamps.
 	now func() time.Time
+	// writeHook, when set, runs before every write (SetWriteHook).
+	writeHook atomic.Pointer[func() error]
 }
 
 // Open opens (creating if needed) the database at path, creating its parent
