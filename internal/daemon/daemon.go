@@ -63,6 +63,9 @@ type Daemon struct {
 	stats    *statsState
 	taps     *tapPool
 	checks   *preflight.Cache
+	// checkTap verifies a tap is on the bridge and up before Firecracker
+	// is told about it (tapReady; tests replace it).
+	checkTap func(tap, bridge string) error
 }
 
 type handler func(ctx context.Context, params json.RawMessage) (any, error)
@@ -153,9 +156,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	srv := d.httpServer()
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	d.startBackground(bg, &wg)
+	// Every VM's lock is taken before the socket serves and released as
+	// its interrupted work is finished in the background: the socket
+	// answers at once, and a command on a VM still being finished waits.
+	su := d.lockAll(bg)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	d.runStartup(bg, su, &wg)
+	d.startBackground(bg, &wg)
 	d.log.Info("bangerd serving", "socket", d.paths.Socket, "pid", os.Getpid(), "version", d.build.Version, "privileged", d.hostMode())
 	var serveErr error
 	select {

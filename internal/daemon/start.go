@@ -69,30 +69,52 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return nil, nil, fmt.Errorf("loading image of vm %s: %w", vm.Name, err)
 	}
 	var notices []string
+	prev := *vm
 	vm.State = api.StateStarting
 	vm.LastError = ""
 	vm.StopReason = ""
-	d.saveVM(ctx, vm)
+	in, err := d.begin(ctx, vm, opStart, nil)
+	if err != nil {
+		*vm = prev
+		return nil, nil, fmt.Errorf("starting vm %s: %w", vm.Name, err)
+	}
 	rv := newReverter(d.log)
 	fail := func(stage string, err error) (*api.Health, []string, error) {
 		rv.fail()
 		vm.State = api.StateStopped
 		vm.PID = 0
 		vm.LastError = fmt.Sprintf("%s: %v", stage, err)
-		d.saveVM(context.WithoutCancel(ctx), vm)
+		if werr := d.end(context.WithoutCancel(ctx), vm, in); werr != nil {
+			// The host is clean; the intent stays and recovery records
+			// the stop once the store takes writes again.
+			d.log.Error("recording failed start", "vm", vm.Name, "err", werr)
+			return nil, nil, fmt.Errorf("starting vm %s: %s: %w (and recording that failed: %v)", vm.Name, stage, err, werr)
+		}
 		return nil, nil, fmt.Errorf("starting vm %s: %s: %w", vm.Name, stage, err)
 	}
 
 	// Storage.
-	disk := d.disk(vm, img)
+	disk, err := d.diskOf(ctx, vm)
+	if err != nil {
+		return fail("root disk", err)
+	}
+	disk.ImagePath = img.RootfsPath
 	st, err := d.storage.Activate(ctx, disk)
-	vm.Storage = st
+	if serr := setStorage(vm, st); serr != nil && err == nil {
+		err = serr
+	}
 	if err != nil {
 		return fail("root disk", err)
 	}
 	rv.add("deactivate root disk", func(ctx context.Context) error {
-		st, err := d.storage.Deactivate(ctx, d.disk(vm, img))
-		vm.Storage = st
+		disk, err := d.diskOf(ctx, vm)
+		if err != nil {
+			return err
+		}
+		st, err := d.storage.Deactivate(ctx, disk)
+		if serr := setStorage(vm, st); serr != nil && err == nil {
+			err = serr
+		}
 		return err
 	})
 	moved, err := d.storage.RepairNestedRoot(ctx, workDisk(vm))
@@ -103,7 +125,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		d.log.Info("flattened nested /root on work disk", "vm", vm.Name, "moved", strings.Join(moved, ", "))
 		notices = append(notices, fmt.Sprintf("repaired the work disk's nested /root layout (%d entries moved up)", len(moved)))
 	}
-	d.progress(vm, t0, "storage", "root disk "+vm.Storage.Driver)
+	d.progress(vm, t0, "storage", "root disk "+st.Driver)
 
 	// Network.
 	if err := d.ensureBridge(ctx); err != nil {
@@ -113,7 +135,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("network", fmt.Errorf("creating tap %s: %w", vm.Tap, err))
 	}
 	rv.add("delete tap", func(ctx context.Context) error { return d.host.DeleteTap(ctx, vm.Tap) })
-	if err := tapReady(vm.Tap, d.cfg.BridgeName); err != nil {
+	if err := d.checkTap(vm.Tap, d.cfg.BridgeName); err != nil {
 		return fail("network", err)
 	}
 	if vm.NAT {
@@ -157,7 +179,9 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return nil
 	})
 	vm.PID = pr.pid
-	d.saveVM(ctx, vm)
+	if err := d.saveVM(ctx, vm); err != nil {
+		return fail("firecracker", err)
+	}
 	fc := firecracker.NewClient(sock)
 	exited := func() (bool, string) {
 		select {
@@ -181,12 +205,14 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("InstanceStart", err)
 	}
 	d.progress(vm, t0, "firecracker", "configured and booting")
-	rv.success()
 	vm.State = api.StateRunning
 	vm.StartedAt = time.Now()
 	vm.LastUsedAt = vm.StartedAt
 	vm.Pending = nil
-	d.saveVM(ctx, vm)
+	if err := d.end(ctx, vm, in); err != nil {
+		return fail("recording the running vm", err)
+	}
+	rv.success()
 
 	// Agent health, then DNS.
 	h := d.waitHealthy(ctx, vm, pr)
@@ -212,7 +238,11 @@ func (d *Daemon) configure(ctx context.Context, fc *firecracker.Client, vm *stor
 	if err := fc.PutBootSource(ctx, firecracker.BootSource{KernelImagePath: kernel, InitrdPath: initrd, BootArgs: firecracker.KernelCmdline(ipArg)}); err != nil {
 		return err
 	}
-	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "rootfs", PathOnHost: vm.Storage.RootDisk, IsRootDevice: true}); err != nil {
+	st, err := vmStorage(vm)
+	if err != nil {
+		return err
+	}
+	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "rootfs", PathOnHost: st.RootDisk, IsRootDevice: true}); err != nil {
 		return err
 	}
 	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "work", PathOnHost: workDisk(vm)}); err != nil {

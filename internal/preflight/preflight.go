@@ -312,11 +312,39 @@ func checkDNSPort(env Env) Result {
 	return Result{Status: Pass, Detail: addr + " is free"}
 }
 
+// probePattern names the files checkStateDir writes to test the state dir.
+const probePattern = ".doctor-*"
+
+// CleanProbes removes the probe files a check killed before it could
+// remove its own left in dir; it reports how many. bangerd runs it at
+// start-up. A probe of a doctor running right now may go too: its check
+// has already passed by then, and its own remove ignores the absence.
+func CleanProbes(dir string) (int, error) {
+	matches, err := filepath.Glob(filepath.Join(dir, probePattern))
+	if err != nil {
+		return 0, fmt.Errorf("listing probe files in %s: %w", dir, err)
+	}
+	n := 0
+	var errs []error
+	for _, m := range matches {
+		fi, err := os.Lstat(m)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("removing probe file %s: %w", m, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 func checkStateDir(dir string) Result {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Result{Status: Fail, Detail: fmt.Sprintf("cannot create state dir %s: %v", dir, err), Fix: "set BANGER_STATE_DIR to a writable directory"}
 	}
-	f, err := os.CreateTemp(dir, ".doctor-*")
+	f, err := os.CreateTemp(dir, probePattern)
 	if err != nil {
 		return Result{Status: Fail, Detail: fmt.Sprintf("state dir %s is not writable: %v", dir, err), Fix: "fix its ownership: sudo chown -R $USER " + dir}
 	}

@@ -86,7 +86,16 @@ func (s *Store) EndIntent(ctx context.Context, id int64) error {
 
 // ListIntents returns every recorded intent, oldest first.
 func (s *Store) ListIntents(ctx context.Context) ([]Intent, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+intentColumns+` FROM intents ORDER BY id`)
+	return s.intents(ctx, `SELECT `+intentColumns+` FROM intents ORDER BY id`)
+}
+
+// VMIntents returns the intents recorded for one VM, oldest first.
+func (s *Store) VMIntents(ctx context.Context, vmID string) ([]Intent, error) {
+	return s.intents(ctx, `SELECT `+intentColumns+` FROM intents WHERE vm_id = ? ORDER BY id`, vmID)
+}
+
+func (s *Store) intents(ctx context.Context, query string, args ...any) ([]Intent, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing intents: %w", err)
 	}
@@ -107,21 +116,6 @@ func (s *Store) ListIntents(ctx context.Context) ([]Intent, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("listing intents: %w", err)
-	}
-	return out, nil
-}
-
-// VMIntents returns the intents recorded for one VM, oldest first.
-func (s *Store) VMIntents(ctx context.Context, vmID string) ([]Intent, error) {
-	all, err := s.ListIntents(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Intent
-	for _, in := range all {
-		if in.VMID == vmID {
-			out = append(out, in)
-		}
 	}
 	return out, nil
 }

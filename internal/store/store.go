@@ -140,6 +140,9 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// ValidID reports whether id is 10 lowercase hex characters, as NewID makes.
+func ValidID(id string) bool { return validID(id) }
+
 // validID reports whether id is 10 lowercase hex characters.
 func validID(id string) bool {
 	if len(id) != 10 {
