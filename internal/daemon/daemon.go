@@ -66,6 +66,8 @@ type Daemon struct {
 	// checkTap verifies a tap is on the bridge and up before Firecracker
 	// is told about it (tapReady; tests replace it).
 	checkTap func(tap, bridge string) error
+	// reconciled is closed when the start-up reconcile is done.
+	reconciled chan struct{}
 }
 
 type handler func(ctx context.Context, params json.RawMessage) (any, error)
@@ -90,6 +92,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		stopping: make(chan struct{}),
 		host:     opts.Host,
 		checks:   preflight.NewCache(),
+
+		reconciled: make(chan struct{}),
 	}
 	for _, dir := range []string{d.paths.StateDir, d.paths.SocketDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

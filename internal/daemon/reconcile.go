@@ -164,6 +164,7 @@ func (d *Daemon) runStartup(ctx context.Context, s *startup, wg *sync.WaitGroup)
 		d.recoverImages(ctx, true)
 		d.rebuildDNS(ctx)
 		d.log.Info("start-up reconcile done", "vms", len(s.vms), "took", time.Since(t0).Round(time.Millisecond))
+		close(d.reconciled)
 	}()
 }
 
@@ -306,6 +307,16 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 		st, err := vmStorage(vm)
 		if err != nil {
 			d.log.Error("reconcile: reading storage state", "vm", vm.Name, "err", err)
+			return
+		}
+		if st.Phase == "" && st.RootDisk == "" && vm.StartedAt.IsZero() && (vm.State == api.StateCreated || vm.State == api.StateStopped) {
+			// No root disk, never started, no intent: a create an older
+			// build left half-done (it records no intents). It can be
+			// neither started nor used: undo it as recovery would.
+			d.log.Info("reconcile: undoing a create left unfinished by an older bangerd", "vm", vm.Name)
+			if err := d.undoCreate(ctx, vm); err != nil {
+				d.log.Error("reconcile: undoing unfinished create", "vm", vm.Name, "err", err)
+			}
 			return
 		}
 		if st.Phase == "" || st.Phase == storage.PhaseDown {
