@@ -34,17 +34,19 @@ func seedImage(name string) (string, bool) {
 // versions, and one half-built), for when the image is deleted. It reports
 // how many it removed.
 func (m *Manager) RemoveSeeds(imageID string) (int, error) {
-	return m.pruneSeeds(func(id string) bool { return id != imageID })
+	return m.pruneSeeds(func(id string, _ bool) bool { return id != imageID })
 }
 
-// PruneSeeds deletes the seeds of every image for which keep is false (at
-// start-up: images that no longer exist, deleted by an older build or by a
-// delete that was interrupted). It reports how many it removed.
+// PruneSeeds deletes half-built seeds (a build killed midway) and the
+// seeds of every image for which keep is false (images that no longer
+// exist: deleted by an older build, or by a delete that was interrupted).
+// It is for start-up, when no seed is being built. It reports how many it
+// removed.
 func (m *Manager) PruneSeeds(keep func(imageID string) bool) (int, error) {
-	return m.pruneSeeds(keep)
+	return m.pruneSeeds(func(id string, half bool) bool { return !half && keep(id) })
 }
 
-func (m *Manager) pruneSeeds(keep func(string) bool) (int, error) {
+func (m *Manager) pruneSeeds(keep func(id string, half bool) bool) (int, error) {
 	if m.seeds == "" {
 		return 0, nil
 	}
@@ -61,7 +63,7 @@ func (m *Manager) pruneSeeds(keep func(string) bool) (int, error) {
 	var errs []error
 	for _, e := range ents {
 		id, ok := seedImage(e.Name())
-		if !ok || !e.Type().IsRegular() || keep(id) {
+		if !ok || !e.Type().IsRegular() || keep(id, strings.HasSuffix(e.Name(), ".tmp")) {
 			continue
 		}
 		p := filepath.Join(m.seeds, e.Name())

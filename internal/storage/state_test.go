@@ -151,8 +151,9 @@ func TestSeeds(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("RemoveSeeds = %d, %v; left %v", n, err, left())
 	}
+	os.WriteFile(filepath.Join(seeds, "bbbb000002-400000-17f1.ext4.tmp"), nil, 0o600) // half-built: pruned though its image lives
 	n, err = m.PruneSeeds(func(id string) bool { return id == "bbbb000002" })
-	if err != nil || n != 1 {
+	if err != nil || n != 2 {
 		t.Fatalf("PruneSeeds = %d, %v; left %v", n, err, left())
 	}
 	want := []string{"aaaa000001.ext4", "bbbb000002-400000-17f0.ext4", "dddd000004-1-2.ext4", "notes.txt"}
