@@ -183,7 +183,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	cancelBG()
 	wg.Wait()
-	_ = os.Remove(d.paths.Socket)
+	if err := os.Remove(d.paths.Socket); err != nil && !os.IsNotExist(err) {
+		d.log.Warn("removing the socket", "socket", d.paths.Socket, "err", err)
+	}
 	d.close()
 	d.log.Info("bangerd stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) {

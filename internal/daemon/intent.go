@@ -363,8 +363,8 @@ func (d *Daemon) removeImageFiles(id, dir string) error {
 }
 
 // removeBuildStaging asks the privileged side to remove the root-owned
-// build staging directories an interrupted build left (it refuses other
-// users' ones).
+// build staging directories an interrupted build left: those made before
+// this daemon started (the privileged side refuses other users' ones).
 func (d *Daemon) removeBuildStaging(ctx context.Context) {
 	host, ok := d.host.(imageBuildHost)
 	if !ok {
@@ -372,6 +372,9 @@ func (d *Daemon) removeBuildStaging(ctx context.Context) {
 	}
 	matches, _ := filepath.Glob(filepath.Join(hostops.StagingBase, "banger-build-*"))
 	for _, m := range matches {
+		if fi, err := os.Lstat(m); err != nil || !fi.IsDir() || !fi.ModTime().Before(d.started) {
+			continue
+		}
 		if err := host.ImageRemoveStaging(ctx, m); err != nil {
 			d.log.Debug("leaving a build staging directory", "dir", m, "err", err)
 			continue

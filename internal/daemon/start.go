@@ -169,14 +169,20 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	pr := d.watchChild(vm.ID, proc)
 	rv.add("stop firecracker", func(ctx context.Context) error {
 		pr.expected.Store(true)
-		_ = proc.Kill()
-		d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second)
-		d.vms.forget(vm.ID, pr)
-		_ = os.Remove(vs)
-		if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
-			return err
+		var errs []error
+		if err := proc.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			errs = append(errs, fmt.Errorf("killing firecracker pid %d: %w", pr.pid, err))
 		}
-		return nil
+		if !d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second) {
+			errs = append(errs, fmt.Errorf("firecracker pid %d did not exit", pr.pid))
+		}
+		d.vms.forget(vm.ID, pr)
+		for _, p := range []string{vs, sock} {
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
 	})
 	vm.PID = pr.pid
 	if err := d.saveVM(ctx, vm); err != nil {

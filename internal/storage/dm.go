@@ -45,8 +45,7 @@ func makeCOW(path string, size int64) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("sizing cow file %s to %s: %w", path, human(size), err)
+		return errors.Join(fmt.Errorf("sizing cow file %s to %s: %w", path, human(size), err), removeIfThere(path))
 	}
 	return nil
 }
