@@ -255,7 +255,9 @@ func TestDaemonKilledAdoptsAndCleansUp(t *testing.T) {
 	waitGone(t, dpid)
 	syscall.Kill(dies.PID, syscall.SIGKILL)
 	waitGone(t, dies.PID)
-	vms := names(e.vms()) // starts a new daemon, which reconciles
+	e.ok("daemon", "start") // serves at once and reconciles in the background
+	e.waitReconciled()
+	vms := names(e.vms())
 	if vms["live"].State != api.StateRunning {
 		t.Fatalf("live not adopted: %s", vms["live"].State)
 	}

@@ -279,7 +279,15 @@ func (a *app) startDaemon(ctx context.Context) (api.DaemonStatus, error) {
 			return st, nil
 		}
 		select {
-		case <-exited:
+		case err := <-exited:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.ExitCode() == 3 {
+				// Another bangerd holds the daemon lock and is still
+				// starting (one started by hand or by systemd): wait
+				// for it to answer rather than fail.
+				exited = nil
+				continue
+			}
 			msg := lastLine(errPath)
 			if msg == "" {
 				msg = "no output; see " + l.Paths.LogFile

@@ -172,8 +172,25 @@ func (d *Daemon) alloc(used store.Used) (store.Allocation, error) {
 	return store.Allocation{IP: ip, MAC: network.MACFor(ip), CID: cid}, nil
 }
 
-func (d *Daemon) disk(vm *store.VM, img store.Image) storage.Disk {
-	return storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImagePath: img.RootfsPath, DiskBytes: vm.DiskBytes, State: vm.Storage}
+// diskOf is the VM's storage as the storage package takes it. A VM whose
+// image is gone still has its disks released and removed (the recorded
+// state names every host object); only a start needs the image.
+func (d *Daemon) diskOf(ctx context.Context, vm *store.VM) (storage.Disk, error) {
+	st, err := vmStorage(vm)
+	if err != nil {
+		return storage.Disk{}, err
+	}
+	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, DiskBytes: vm.DiskBytes, State: st}
+	img, err := d.store.GetImage(ctx, vm.ImageID)
+	switch {
+	case err == nil:
+		disk.ImagePath = img.RootfsPath
+	case errors.Is(err, store.ErrNotFound):
+		d.log.Warn("image of vm is gone; using its recorded storage state", "vm", vm.Name, "image", vm.ImageID)
+	default:
+		d.log.Error("reading image of vm; using its recorded storage state", "vm", vm.Name, "image", vm.ImageID, "err", err)
+	}
+	return disk, nil
 }
 
 func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -204,15 +221,27 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 			return nil, invalidf("%v", err)
 		}
 	}
-	rv := newReverter(d.log)
-	defer rv.fail()
-	if err := d.store.CreateVM(ctx, &vm, d.alloc); err != nil {
+	// The row, its allocations and the create intent commit together: a
+	// daemon killed anywhere below leaves an intent that recovery undoes.
+	in := &store.Intent{VMID: id, Op: opCreate}
+	if err := d.store.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateVM(&vm, d.alloc); err != nil {
+			return err
+		}
+		return tx.BeginIntent(in)
+	}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, withKind(ErrConflict, "a vm named %q already exists", spec.name)
 		}
 		return nil, fmt.Errorf("recording vm %s: %w", spec.name, err)
 	}
-	rv.add("delete vm row", func(ctx context.Context) error { return d.store.DeleteVM(ctx, vm.ID) })
+	rv := newReverter(d.log)
+	defer rv.fail()
+	rv.add("remove vm disks and row", func(ctx context.Context) error {
+		// When this fails too (a store that fails writes), the intent
+		// stays and recovery finishes the undo.
+		return d.undoCreate(ctx, &vm)
+	})
 	// A new VM may reuse an old one's name or address: its host keys are new.
 	d.forgetKnownHosts(vm.Name, vm.IP.String())
 	d.progress(&vm, t0, "allocate", fmt.Sprintf("ip %s, cid %d", vm.IP, vm.CID))
@@ -222,23 +251,23 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 	if err := os.Mkdir(vm.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating vm directory %s: %w", vm.Dir, err)
 	}
-	rv.add("remove vm dir", func(context.Context) error { return os.RemoveAll(vm.Dir) })
-	st, err := d.storage.CreateRoot(ctx, d.disk(&vm, spec.image))
+	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImagePath: spec.image.RootfsPath, DiskBytes: vm.DiskBytes}
+	st, err := d.storage.CreateRoot(ctx, disk)
 	if err != nil {
 		return nil, fmt.Errorf("creating root disk for vm %s: %w", vm.Name, err)
 	}
-	vm.Storage = st
-	rv.add("remove root disk", func(ctx context.Context) error { return d.storage.Remove(ctx, d.disk(&vm, spec.image)) })
 	if err := d.storage.CreateWorkDisk(ctx, spec.image.ID, spec.image.RootfsPath, workDisk(&vm), vm.WorkDiskBytes); err != nil {
 		return nil, fmt.Errorf("creating work disk for vm %s: %w", vm.Name, err)
 	}
-	vm.Storage.WorkDisk = workDisk(&vm)
-	if err := d.store.UpdateVM(ctx, &vm); err != nil {
+	st.WorkDisk = workDisk(&vm)
+	if err := setStorage(&vm, st); err != nil {
+		return nil, err
+	}
+	if err := d.end(ctx, &vm, in); err != nil {
 		return nil, fmt.Errorf("recording disks of vm %s: %w", vm.Name, err)
 	}
 	d.progress(&vm, t0, "storage", "root and work disks ready")
 	rv.success()
-	d.saveVM(ctx, &vm)
 	res := api.VMResult{}
 	if !spec.noStart {
 		health, notices, err := d.startLocked(ctx, &vm, t0)

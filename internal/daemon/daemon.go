@@ -63,6 +63,11 @@ type Daemon struct {
 	stats    *statsState
 	taps     *tapPool
 	checks   *preflight.Cache
+	// checkTap verifies a tap is on the bridge and up before Firecracker
+	// is told about it (tapReady; tests replace it).
+	checkTap func(tap, bridge string) error
+	// reconciled is closed when the start-up reconcile is done.
+	reconciled chan struct{}
 }
 
 type handler func(ctx context.Context, params json.RawMessage) (any, error)
@@ -87,6 +92,8 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		stopping: make(chan struct{}),
 		host:     opts.Host,
 		checks:   preflight.NewCache(),
+
+		reconciled: make(chan struct{}),
 	}
 	for _, dir := range []string{d.paths.StateDir, d.paths.SocketDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -153,9 +160,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	srv := d.httpServer()
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	d.startBackground(bg, &wg)
+	// Every VM's lock is taken before the socket serves and released as
+	// its interrupted work is finished in the background: the socket
+	// answers at once, and a command on a VM still being finished waits.
+	su := d.lockAll(bg)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	d.runStartup(bg, su, &wg)
+	d.startBackground(bg, &wg)
 	d.log.Info("bangerd serving", "socket", d.paths.Socket, "pid", os.Getpid(), "version", d.build.Version, "privileged", d.hostMode())
 	var serveErr error
 	select {
@@ -171,7 +183,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	cancelBG()
 	wg.Wait()
-	_ = os.Remove(d.paths.Socket)
+	if err := os.Remove(d.paths.Socket); err != nil && !os.IsNotExist(err) {
+		d.log.Warn("removing the socket", "socket", d.paths.Socket, "err", err)
+	}
 	d.close()
 	d.log.Info("bangerd stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) {

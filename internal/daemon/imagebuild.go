@@ -71,12 +71,13 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 
 	img := store.Image{ID: store.NewID(), Name: p.Name, Source: store.SourceBuilt}
 	dir := filepath.Join(d.paths.ImagesDir, img.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", dir, err)
+	unlock := d.locks.lock(imageLock(img.ID))
+	defer unlock()
+	in, rv, err := d.beginImage(ctx, opImageBuild, img, dir)
+	if err != nil {
+		return nil, err
 	}
-	rv := newReverter(d.log)
 	defer rv.fail()
-	rv.add("remove image dir", func(context.Context) error { return os.RemoveAll(dir) })
 
 	start := time.Now()
 	progress := func(stage, msg string, el time.Duration) {
@@ -104,7 +105,7 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 	img.SizeBytes = res.SizeBytes
 	img.PackagesHash = res.PackagesHash
 	img.CreatedAt = time.Now()
-	if err := d.store.CreateImage(ctx, &img); err != nil {
+	if err := d.endImage(ctx, &img, in); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, withKind(ErrConflict, "an image named %q was created while this one was building", p.Name)
 		}

@@ -57,12 +57,13 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 	}
 	img := store.Image{ID: store.NewID(), Name: p.Name, Source: "registered", CreatedAt: time.Now()}
 	dir := filepath.Join(d.paths.ImagesDir, img.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", dir, err)
+	unlock := d.locks.lock(imageLock(img.ID))
+	defer unlock()
+	in, rv, err := d.beginImage(ctx, opImageRegister, img, dir)
+	if err != nil {
+		return nil, err
 	}
-	rv := newReverter(d.log)
 	defer rv.fail()
-	rv.add("remove image dir", func(context.Context) error { return os.RemoveAll(dir) })
 	copyIn := func(src, name string) (string, error) {
 		dst := filepath.Join(dir, name)
 		if err := storage.SparseCopy(ctx, src, dst); err != nil {
@@ -86,7 +87,7 @@ func (d *Daemon) rpcImageRegister(ctx context.Context, raw json.RawMessage) (any
 			return nil, err
 		}
 	}
-	if err := d.store.CreateImage(ctx, &img); err != nil {
+	if err := d.endImage(ctx, &img, in); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, withKind(ErrConflict, "an image named %q already exists", p.Name)
 		}
@@ -131,16 +132,68 @@ func (d *Daemon) rpcImageDelete(ctx context.Context, raw json.RawMessage) (any, 
 	} else if err != nil {
 		return nil, err
 	}
-	if err := d.store.DeleteImage(ctx, img.ID); err != nil {
+	unlock := d.locks.lock(imageLock(img.ID))
+	defer unlock()
+	dir := filepath.Join(d.paths.ImagesDir, img.ID)
+	if !strings.HasPrefix(img.RootfsPath, dir+"/") {
+		dir = "" // files registered elsewhere by an older build: not ours to remove
+	}
+	// The row goes in the same transaction as the intent to remove the
+	// files, so a daemon killed before they are gone finishes at start-up.
+	data, err := intentData(imageData{Name: img.Name, Dir: dir})
+	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(d.paths.ImagesDir, img.ID)
-	if strings.HasPrefix(img.RootfsPath, dir+"/") {
-		if err := os.RemoveAll(dir); err != nil {
-			d.log.Warn("removing image files", "image", img.Name, "err", err)
+	in := &store.Intent{ImageID: img.ID, Op: opImageDelete, Data: data}
+	if err := d.store.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.DeleteImage(img.ID); err != nil {
+			return err
 		}
+		return tx.BeginIntent(in)
+	}); err != nil {
+		return nil, err
+	}
+	if err := d.removeImageFiles(img.ID, dir); err != nil {
+		// The image is gone from the store; the intent stays so the
+		// files are removed by the next reconcile.
+		d.log.Warn("removing image files; retried by reconcile", "image", img.Name, "err", err)
+		return map[string]string{"deleted": img.Name}, nil
+	}
+	if err := d.store.EndIntent(ctx, in.ID); err != nil {
+		d.log.Warn("clearing the intent of a finished image delete; reconcile clears it", "image", img.Name, "err", err)
 	}
 	return map[string]string{"deleted": img.Name}, nil
+}
+
+// beginImage records the intent of an image register or build and makes
+// the image's directory; the reverter undoes both.
+func (d *Daemon) beginImage(ctx context.Context, op string, img store.Image, dir string) (*store.Intent, *reverter, error) {
+	data, err := intentData(imageData{Name: img.Name, Dir: dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	in := &store.Intent{ImageID: img.ID, Op: op, Data: data}
+	if err := d.store.BeginIntent(ctx, in); err != nil {
+		return nil, nil, fmt.Errorf("recording %s of image %s: %w", op, img.Name, err)
+	}
+	rv := newReverter(d.log)
+	rv.add("forget the image intent", func(ctx context.Context) error { return d.store.EndIntent(ctx, in.ID) })
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		rv.fail()
+		return nil, nil, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	rv.add("remove image dir", func(context.Context) error { return d.removeImageDir(img.ID, dir) })
+	return in, rv, nil
+}
+
+// endImage records the image and clears its intent in one transaction.
+func (d *Daemon) endImage(ctx context.Context, img *store.Image, in *store.Intent) error {
+	return d.store.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.CreateImage(img); err != nil {
+			return err
+		}
+		return tx.EndIntent(in.ID)
+	})
 }
 
 // currentPackagesHash is the hash of the package list a build would use now

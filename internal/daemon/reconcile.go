@@ -2,21 +2,29 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/preflight"
 	"banger/internal/storage"
 	"banger/internal/store"
 )
 
-// init wires runtime pieces and reconciles before the socket serves.
+// init wires runtime pieces. Reconcile does not run here: Run serves the
+// socket first and finishes interrupted work in the background.
 func (d *Daemon) init(ctx context.Context) error {
 	d.net = &netState{}
 	d.stats = newStatsState()
 	d.taps = newTapPool()
+	if d.checkTap == nil {
+		d.checkTap = tapReady
+	}
 	if d.host == nil {
 		return fmt.Errorf("no privileged host seam configured")
 	}
@@ -27,9 +35,13 @@ func (d *Daemon) init(ctx context.Context) error {
 		Driver:  d.cfg.StorageDriver,
 		Host:    d.host,
 		Log:     d.log,
-		SeedDir: d.paths.StateDir + "/seeds",
-		Record: func(ctx context.Context, vmID string, st store.StorageState) error {
-			return d.store.SetStorage(ctx, vmID, st)
+		SeedDir: d.seedDir(),
+		Record: func(ctx context.Context, vmID string, st storage.State) error {
+			b, err := st.Encode()
+			if err != nil {
+				return err
+			}
+			return d.store.SetStorage(ctx, vmID, b)
 		},
 	})
 	if err != nil {
@@ -41,8 +53,121 @@ func (d *Daemon) init(ctx context.Context) error {
 	if d.vms, err = newRuntimeState(); err != nil {
 		return fmt.Errorf("watching firecracker processes: %w", err)
 	}
-	d.reconcile(ctx)
+	d.cleanStateDir(ctx)
 	return nil
+}
+
+func (d *Daemon) seedDir() string { return filepath.Join(d.paths.StateDir, "seeds") }
+
+// cleanStateDir removes what no record names: doctor's probe files, the
+// work-disk seeds of images that are gone, and VM directories without a
+// VM (none is made before its row, so none belongs to a create under way).
+func (d *Daemon) cleanStateDir(ctx context.Context) {
+	if n, err := preflight.CleanProbes(d.paths.StateDir); err != nil {
+		d.log.Warn("removing leftover doctor probe files", "dir", d.paths.StateDir, "err", err)
+	} else if n > 0 {
+		d.log.Info("removed leftover doctor probe files", "count", n)
+	}
+	imgs, err := d.store.ListImages(ctx)
+	if err != nil {
+		d.log.Error("listing images to prune work-disk seeds", "err", err)
+	} else {
+		live := map[string]bool{}
+		for _, im := range imgs {
+			live[im.ID] = true
+		}
+		n, err := d.storage.PruneSeeds(func(id string) bool { return live[id] })
+		if err != nil {
+			d.log.Warn("pruning work-disk seeds", "err", err)
+		}
+		if n > 0 {
+			d.log.Info("removed work-disk seeds of deleted images", "count", n)
+		}
+	}
+	ents, err := os.ReadDir(d.paths.VMsDir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("listing vm directories", "dir", d.paths.VMsDir, "err", err)
+		}
+		return
+	}
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		d.log.Error("listing vms to find orphan directories", "err", err)
+		return
+	}
+	known := map[string]bool{}
+	for _, v := range vms {
+		known[v.ID] = true
+	}
+	for _, e := range ents {
+		if known[e.Name()] || !e.IsDir() || !store.ValidID(e.Name()) {
+			continue
+		}
+		p := filepath.Join(d.paths.VMsDir, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			d.log.Warn("removing a vm directory no vm owns", "dir", p, "err", err)
+			continue
+		}
+		d.log.Info("removed a vm directory no vm owns", "dir", p)
+	}
+}
+
+// startup is the start-up reconcile: the lock of every VM, taken before the
+// socket serves, so commands on a VM wait until its interrupted work is
+// finished.
+type startup struct {
+	vms     []store.VM
+	unlocks []func()
+}
+
+// lockAll takes every VM's lock and publishes DNS for the VMs recorded
+// running, so names answer while reconcile runs.
+func (d *Daemon) lockAll(ctx context.Context) *startup {
+	s := &startup{}
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		d.log.Error("reconcile: listing vms", "err", err)
+		return s
+	}
+	records := map[string]netip.Addr{}
+	for _, v := range vms {
+		s.vms = append(s.vms, v)
+		s.unlocks = append(s.unlocks, d.locks.lock(v.ID))
+		if v.State == api.StateRunning {
+			records[v.Name] = v.IP
+		}
+	}
+	if d.net.records != nil {
+		d.net.records.Replace(records)
+	}
+	return s
+}
+
+// runStartup reconciles every VM of s concurrently, each releasing its
+// lock when done, then rebuilds DNS and finishes interrupted image work.
+// It does not wait; wg tracks it.
+func (d *Daemon) runStartup(ctx context.Context, s *startup, wg *sync.WaitGroup) {
+	ctx = context.WithoutCancel(ctx) // a stop under way is finished, not cut short
+	t0 := time.Now()
+	var each sync.WaitGroup
+	for i := range s.vms {
+		each.Add(1)
+		go func(vm store.VM, unlock func()) {
+			defer each.Done()
+			defer unlock()
+			d.reconcileLocked(ctx, vm.ID)
+		}(s.vms[i], s.unlocks[i])
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		each.Wait()
+		d.recoverImages(ctx, true)
+		d.rebuildDNS(ctx)
+		d.log.Info("start-up reconcile done", "vms", len(s.vms), "took", time.Since(t0).Round(time.Millisecond))
+		close(d.reconciled)
+	}()
 }
 
 func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
@@ -77,37 +202,72 @@ func (d *Daemon) shutdownRuntime() {
 	}
 }
 
-// reconcile makes the store agree with the host: running VMs whose process
-// is gone are cleaned up, live ones adopted, half-done storage finished or
-// undone, and DNS rebuilt from running VMs.
+// reconcile makes the store agree with the host: interrupted operations
+// are finished or undone, running VMs whose process is gone are cleaned
+// up, live ones adopted, half-done storage finished or undone, and DNS
+// rebuilt from running VMs. VMs whose lock is taken are skipped (their
+// operation owns them); the others are reconciled concurrently.
 func (d *Daemon) reconcile(ctx context.Context) {
 	vms, err := d.store.ListVMs(ctx)
 	if err != nil {
 		d.log.Error("reconcile: listing vms", "err", err)
 		return
 	}
-	records := map[string]netip.Addr{}
+	wctx := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
 	for _, v := range vms {
 		unlock, ok := d.locks.tryLock(v.ID)
 		if !ok {
-			if v.State == api.StateRunning {
-				records[v.Name] = v.IP
-			}
 			continue // an operation is under way; it owns the VM
 		}
-		vm, err := d.store.GetVM(ctx, v.ID)
-		if err != nil {
-			unlock()
-			continue
-		}
-		d.reconcileOne(ctx, &vm)
-		if vm.State == api.StateRunning {
-			records[vm.Name] = vm.IP
-		}
-		unlock()
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			defer unlock()
+			d.reconcileLocked(wctx, id)
+		}(v.ID)
 	}
-	if d.net.records != nil {
-		d.net.records.Replace(records)
+	wg.Wait()
+	d.recoverImages(wctx, false)
+	d.rebuildDNS(wctx)
+}
+
+// rebuildDNS publishes exactly the VMs recorded running.
+func (d *Daemon) rebuildDNS(ctx context.Context) {
+	if d.net.records == nil {
+		return
+	}
+	vms, err := d.store.ListVMs(ctx)
+	if err != nil {
+		d.log.Error("reconcile: listing vms for dns", "err", err)
+		return
+	}
+	records := map[string]netip.Addr{}
+	for _, v := range vms {
+		if v.State == api.StateRunning {
+			records[v.Name] = v.IP
+		}
+	}
+	d.net.records.Replace(records)
+}
+
+// reconcileLocked reconciles one VM; the caller holds its lock.
+func (d *Daemon) reconcileLocked(ctx context.Context, id string) {
+	vm, err := d.store.GetVM(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		d.log.Error("reconcile: reading vm", "vm", id, "err", err)
+		return
+	}
+	gone, err := d.recoverIntentsLocked(ctx, &vm)
+	if err != nil {
+		d.log.Error("reconcile: recovering interrupted operation", "vm", vm.Name, "err", err)
+		return
+	}
+	if !gone {
+		d.reconcileOne(ctx, &vm)
 	}
 }
 
@@ -120,9 +280,10 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 		pid := livePID(vm)
 		if pid > 0 {
 			if vm.State != api.StateRunning {
-				// A half-done start or stop: finish it as a stop.
+				// A start or stop without an intent (recorded by an older
+				// build): finish it as a stop.
 				d.log.Info("reconcile: finishing interrupted operation", "vm", vm.Name, "state", vm.State)
-				if err := d.stopLocked(ctx, vm, "interrupted "+vm.State+" finished by reconcile"); err != nil {
+				if err := d.stopWith(ctx, vm, pid, "interrupted "+vm.State+" finished by reconcile"); err != nil {
 					d.log.Warn("reconcile: stop", "vm", vm.Name, "err", err)
 				}
 				return
@@ -132,7 +293,9 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 				d.watchAdopted(vm, pid)
 				if vm.PID != pid {
 					vm.PID = pid
-					d.saveVM(ctx, vm)
+					if err := d.saveVM(ctx, vm); err != nil {
+						d.log.Error("reconcile: recording the pid of an adopted vm", "vm", vm.Name, "pid", pid, "err", err)
+					}
 				}
 			}
 			return
@@ -147,20 +310,39 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 			d.log.Warn("reconcile: cleanup", "vm", vm.Name, "err", err)
 		}
 	default:
-		if vm.Storage.Phase != "" && vm.Storage.Phase != "down" {
-			img, err := d.store.GetImage(ctx, vm.ImageID)
-			if err != nil {
-				return
+		st, err := vmStorage(vm)
+		if err != nil {
+			d.log.Error("reconcile: reading storage state", "vm", vm.Name, "err", err)
+			return
+		}
+		if st.Phase == "" && st.RootDisk == "" && vm.StartedAt.IsZero() && (vm.State == api.StateCreated || vm.State == api.StateStopped) {
+			// No root disk, never started, no intent: a create an older
+			// build left half-done (it records no intents). It can be
+			// neither started nor used: undo it as recovery would.
+			d.log.Info("reconcile: undoing a create left unfinished by an older bangerd", "vm", vm.Name)
+			if err := d.undoCreate(ctx, vm); err != nil {
+				d.log.Error("reconcile: undoing unfinished create", "vm", vm.Name, "err", err)
 			}
-			st, err := d.storage.Recover(ctx, d.disk(vm, img))
-			vm.Storage = st
-			if err != nil {
-				d.log.Warn("reconcile: storage recovery", "vm", vm.Name, "err", err)
-				return
-			}
-			if err := d.store.SetStorage(ctx, vm.ID, st); err != nil {
-				d.log.Warn("reconcile: recording storage", "vm", vm.Name, "err", err)
-			}
+			return
+		}
+		if st.Phase == "" || st.Phase == storage.PhaseDown {
+			return
+		}
+		disk, err := d.diskOf(ctx, vm)
+		if err != nil {
+			d.log.Error("reconcile: storage recovery", "vm", vm.Name, "err", err)
+			return
+		}
+		st, err = d.storage.Recover(ctx, disk)
+		if serr := setStorage(vm, st); serr != nil && err == nil {
+			err = serr
+		}
+		if err != nil {
+			d.log.Warn("reconcile: storage recovery", "vm", vm.Name, "err", err)
+			return
+		}
+		if err := d.store.SetStorage(ctx, vm.ID, vm.Storage); err != nil {
+			d.log.Error("reconcile: recording storage", "vm", vm.Name, "err", err)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/store"
 )
 
 func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -68,6 +69,8 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 	if running && (p.VCPU != nil || p.MemoryMiB != nil) {
 		notices = append(notices, "vcpu and memory apply at the next start (banger vm restart "+vm.Name+")")
 	}
+	rv := newReverter(d.log)
+	defer rv.fail()
 	if p.NAT != nil && *p.NAT != vm.NAT {
 		if running {
 			if *p.NAT {
@@ -77,19 +80,45 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 				if err := d.host.NATAdd(ctx, vm.IP); err != nil {
 					return nil, fmt.Errorf("enabling NAT for vm %s: %w", vm.Name, err)
 				}
-			} else if err := d.host.NATRemove(ctx, vm.IP); err != nil {
-				return nil, fmt.Errorf("disabling NAT for vm %s: %w", vm.Name, err)
+				rv.add("disable nat again", func(ctx context.Context) error { return d.host.NATRemove(ctx, vm.IP) })
+			} else {
+				if err := d.host.NATRemove(ctx, vm.IP); err != nil {
+					return nil, fmt.Errorf("disabling NAT for vm %s: %w", vm.Name, err)
+				}
+				rv.add("enable nat again", func(ctx context.Context) error { return d.host.NATAdd(ctx, vm.IP) })
 			}
 		}
 		vm.NAT = *p.NAT
 	}
+	vm.LastUsedAt = time.Now()
 	if work > vm.WorkDiskBytes {
+		// Recorded before the grow: a daemon killed during it finishes
+		// the grow at start-up (truncate and resize2fs are idempotent).
+		// The other changes are written with the grow's end, so a failed
+		// grow changes nothing in the store.
+		data, err := intentData(growData{Bytes: work})
+		if err != nil {
+			return nil, err
+		}
+		in := &store.Intent{VMID: vm.ID, Op: opGrow, Data: data}
+		if err := d.store.BeginIntent(ctx, in); err != nil {
+			return nil, fmt.Errorf("recording the work-disk grow of vm %s: %w", vm.Name, err)
+		}
 		if err := d.storage.GrowWorkDisk(ctx, workDisk(&vm), work); err != nil {
+			// A failed grow leaves at most a longer file with the old
+			// filesystem, which boots as before; retrying finishes it.
+			if eerr := d.store.EndIntent(context.WithoutCancel(ctx), in.ID); eerr != nil {
+				d.log.Error("clearing the intent of a failed work-disk grow", "vm", vm.Name, "err", eerr)
+			}
 			return nil, fmt.Errorf("growing work disk of vm %s: %w", vm.Name, err)
 		}
 		vm.WorkDiskBytes = work
+		if err := d.end(ctx, &vm, in); err != nil {
+			return nil, err
+		}
+	} else if err := d.saveVM(ctx, &vm); err != nil {
+		return nil, err
 	}
-	vm.LastUsedAt = time.Now()
-	d.saveVM(ctx, &vm)
+	rv.success()
 	return api.VMResult{VM: d.toAPI(ctx, vm), Notices: notices}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"banger/internal/firecracker"
 	"banger/internal/network"
 	"banger/internal/preflight"
+	"banger/internal/procwatch"
 	"banger/internal/store"
 )
 
@@ -69,30 +70,52 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return nil, nil, fmt.Errorf("loading image of vm %s: %w", vm.Name, err)
 	}
 	var notices []string
+	prev := *vm
 	vm.State = api.StateStarting
 	vm.LastError = ""
 	vm.StopReason = ""
-	d.saveVM(ctx, vm)
+	in, err := d.begin(ctx, vm, opStart, nil)
+	if err != nil {
+		*vm = prev
+		return nil, nil, fmt.Errorf("starting vm %s: %w", vm.Name, err)
+	}
 	rv := newReverter(d.log)
 	fail := func(stage string, err error) (*api.Health, []string, error) {
 		rv.fail()
 		vm.State = api.StateStopped
 		vm.PID = 0
 		vm.LastError = fmt.Sprintf("%s: %v", stage, err)
-		d.saveVM(context.WithoutCancel(ctx), vm)
+		if werr := d.end(context.WithoutCancel(ctx), vm, in); werr != nil {
+			// The host is clean; the intent stays and recovery records
+			// the stop once the store takes writes again.
+			d.log.Error("recording failed start", "vm", vm.Name, "err", werr)
+			return nil, nil, fmt.Errorf("starting vm %s: %s: %w (and recording that failed: %v)", vm.Name, stage, err, werr)
+		}
 		return nil, nil, fmt.Errorf("starting vm %s: %s: %w", vm.Name, stage, err)
 	}
 
 	// Storage.
-	disk := d.disk(vm, img)
+	disk, err := d.diskOf(ctx, vm)
+	if err != nil {
+		return fail("root disk", err)
+	}
+	disk.ImagePath = img.RootfsPath
 	st, err := d.storage.Activate(ctx, disk)
-	vm.Storage = st
+	if serr := setStorage(vm, st); serr != nil && err == nil {
+		err = serr
+	}
 	if err != nil {
 		return fail("root disk", err)
 	}
 	rv.add("deactivate root disk", func(ctx context.Context) error {
-		st, err := d.storage.Deactivate(ctx, d.disk(vm, img))
-		vm.Storage = st
+		disk, err := d.diskOf(ctx, vm)
+		if err != nil {
+			return err
+		}
+		st, err := d.storage.Deactivate(ctx, disk)
+		if serr := setStorage(vm, st); serr != nil && err == nil {
+			err = serr
+		}
 		return err
 	})
 	moved, err := d.storage.RepairNestedRoot(ctx, workDisk(vm))
@@ -103,7 +126,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		d.log.Info("flattened nested /root on work disk", "vm", vm.Name, "moved", strings.Join(moved, ", "))
 		notices = append(notices, fmt.Sprintf("repaired the work disk's nested /root layout (%d entries moved up)", len(moved)))
 	}
-	d.progress(vm, t0, "storage", "root disk "+vm.Storage.Driver)
+	d.progress(vm, t0, "storage", "root disk "+st.Driver)
 
 	// Network.
 	if err := d.ensureBridge(ctx); err != nil {
@@ -113,7 +136,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("network", fmt.Errorf("creating tap %s: %w", vm.Tap, err))
 	}
 	rv.add("delete tap", func(ctx context.Context) error { return d.host.DeleteTap(ctx, vm.Tap) })
-	if err := tapReady(vm.Tap, d.cfg.BridgeName); err != nil {
+	if err := d.checkTap(vm.Tap, d.cfg.BridgeName); err != nil {
 		return fail("network", err)
 	}
 	if vm.NAT {
@@ -145,17 +168,25 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("firecracker", err)
 	}
 	rv.add("stop firecracker", func(ctx context.Context) error {
-		_ = pr.p.Kill()
-		d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second)
-		d.vms.forget(vm.ID, pr)
-		_ = os.Remove(vs)
-		if err := os.Remove(sock); err != nil && !os.IsNotExist(err) {
-			return err
+		var errs []error
+		if err := pr.p.Kill(); err != nil && !errors.Is(err, procwatch.ErrGone) {
+			errs = append(errs, fmt.Errorf("killing firecracker pid %d: %w", pr.pid, err))
 		}
-		return nil
+		if !d.waitGone(ctx, vm.ID, pr.pid, 10*time.Second) {
+			errs = append(errs, fmt.Errorf("firecracker pid %d did not exit", pr.pid))
+		}
+		d.vms.forget(vm.ID, pr)
+		for _, p := range []string{vs, sock} {
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
 	})
 	vm.PID = pr.pid
-	d.saveVM(ctx, vm)
+	if err := d.saveVM(ctx, vm); err != nil {
+		return fail("firecracker", err)
+	}
 	fc := firecracker.NewClient(sock)
 	exited := func() (bool, string) { return pr.exited(), pr.reason() }
 	if err := firecracker.WaitReady(ctx, fc, 10*time.Second, exited); err != nil {
@@ -176,7 +207,9 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	vm.StartedAt = time.Now()
 	vm.LastUsedAt = vm.StartedAt
 	vm.Pending = nil
-	d.saveVM(ctx, vm)
+	if err := d.end(ctx, vm, in); err != nil {
+		return fail("recording the running vm", err)
+	}
 
 	// Agent health, then DNS. A Firecracker that dies during boot fails
 	// the start: its host side is undone and no name is published.
@@ -210,7 +243,11 @@ func (d *Daemon) configure(ctx context.Context, fc *firecracker.Client, vm *stor
 	if err := fc.PutBootSource(ctx, firecracker.BootSource{KernelImagePath: kernel, InitrdPath: initrd, BootArgs: firecracker.KernelCmdline(ipArg)}); err != nil {
 		return err
 	}
-	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "rootfs", PathOnHost: vm.Storage.RootDisk, IsRootDevice: true}); err != nil {
+	st, err := vmStorage(vm)
+	if err != nil {
+		return err
+	}
+	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "rootfs", PathOnHost: st.RootDisk, IsRootDevice: true}); err != nil {
 		return err
 	}
 	if err := fc.PutDrive(ctx, firecracker.Drive{DriveID: "work", PathOnHost: workDisk(vm)}); err != nil {

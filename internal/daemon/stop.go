@@ -43,8 +43,20 @@ func (d *Daemon) stopLocked(ctx context.Context, vm *store.VM, reason string) er
 	if pid == 0 && (vm.State == api.StateStopped || vm.State == api.StateCreated) {
 		return d.finishStop(ctx, vm, vm.StopReason)
 	}
+	prev := *vm
 	vm.State = api.StateStopping
-	d.saveVM(ctx, vm)
+	in, err := d.begin(ctx, vm, opStop, nil)
+	if err != nil {
+		*vm = prev
+		return fmt.Errorf("stopping vm %s: %w", vm.Name, err)
+	}
+	return d.stopWith(ctx, vm, pid, reason, in)
+}
+
+// stopWith stops the process pid (0: none) of a VM recorded as stopping,
+// releases its host resources and records it stopped, clearing ins with
+// that write.
+func (d *Daemon) stopWith(ctx context.Context, vm *store.VM, pid int, reason string, ins ...*store.Intent) error {
 	if pid > 0 {
 		graceful := true
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -59,11 +71,11 @@ func (d *Daemon) stopLocked(ctx context.Context, vm *store.VM, reason string) er
 				d.log.Warn("graceful stop timed out; forcing", "vm", vm.Name, "pid", pid, "stage", "wait-for-guest-shutdown", "waited", d.cfg.StopGrace.String())
 			}
 			if err := d.killWait(ctx, vm, pid, syscall.SIGKILL); err != nil {
-				return d.stopFailed(ctx, vm, err)
+				return d.stopFailed(ctx, vm, err, ins...)
 			}
 		}
 	}
-	return d.finishStop(ctx, vm, reason)
+	return d.finishStop(ctx, vm, reason, ins...)
 }
 
 // killWait sends sig to the VM's Firecracker through its pidfd and waits
@@ -80,23 +92,32 @@ func (d *Daemon) killWait(ctx context.Context, vm *store.VM, pid int, sig syscal
 	return fmt.Errorf("firecracker pid %d did not exit within 10s of %s", pid, procwatch.SignalName(sig))
 }
 
-func (d *Daemon) stopFailed(ctx context.Context, vm *store.VM, err error) error {
+// stopFailed records the VM in error with why its stop failed (clearing
+// ins: error is a state every command accepts) and returns the error.
+func (d *Daemon) stopFailed(ctx context.Context, vm *store.VM, err error, ins ...*store.Intent) error {
 	vm.State = api.StateError
 	vm.LastError = err.Error()
-	d.saveVM(context.WithoutCancel(ctx), vm)
+	if werr := d.end(context.WithoutCancel(ctx), vm, ins...); werr != nil {
+		d.log.Error("recording failed stop", "vm", vm.Name, "err", werr)
+		return fmt.Errorf("stopping vm %s: %w (and recording that failed: %v)", vm.Name, err, werr)
+	}
 	return fmt.Errorf("stopping vm %s: %w", vm.Name, err)
 }
 
-func (d *Daemon) finishStop(ctx context.Context, vm *store.VM, reason string) error {
+// finishStop releases the VM's host resources and records it stopped (a
+// created VM stays created), clearing ins with that write.
+func (d *Daemon) finishStop(ctx context.Context, vm *store.VM, reason string, ins ...*store.Intent) error {
 	if err := d.teardown(ctx, vm); err != nil {
-		return d.stopFailed(ctx, vm, err)
+		return d.stopFailed(ctx, vm, err, ins...)
 	}
 	if vm.State != api.StateCreated || vm.PID != 0 {
 		vm.State = api.StateStopped
 	}
 	vm.PID = 0
 	vm.StopReason = reason
-	d.saveVM(ctx, vm)
+	if err := d.end(ctx, vm, ins...); err != nil {
+		return fmt.Errorf("stopping vm %s: %w", vm.Name, err)
+	}
 	return nil
 }
 
@@ -120,22 +141,29 @@ func (d *Daemon) teardown(ctx context.Context, vm *store.VM) error {
 			errs = append(errs, fmt.Sprintf("deleting tap %s: %v", vm.Tap, err))
 		}
 	}
-	img, err := d.store.GetImage(ctx, vm.ImageID)
-	if err == nil {
-		st, err := d.storage.Deactivate(ctx, d.disk(vm, img))
-		vm.Storage = st
+	// The release needs only the recorded state, so a VM whose image is
+	// gone still gives its devices back.
+	if disk, err := d.diskOf(ctx, vm); err != nil {
+		errs = append(errs, fmt.Sprintf("releasing root disk: %v", err))
+	} else {
+		st, err := d.storage.Deactivate(ctx, disk)
+		if serr := setStorage(vm, st); serr != nil && err == nil {
+			err = serr
+		}
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("releasing root disk: %v", err))
 		}
 	}
 	for _, p := range []string{apiSock(vm), vsockPath(vm)} {
-		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) && !errors.Is(err, unix.ENOTDIR) {
 			errs = append(errs, err.Error())
 		}
 	}
 	if matches, _ := filepath.Glob(vsockPath(vm) + "_*"); len(matches) > 0 {
 		for _, m := range matches {
-			_ = os.Remove(m)
+			if err := os.Remove(m); err != nil && !os.IsNotExist(err) {
+				d.log.Warn("removing a vsock listener socket", "vm", vm.Name, "path", m, "err", err)
+			}
 		}
 	}
 	d.vms.forget(vm.ID, nil)
@@ -145,16 +173,34 @@ func (d *Daemon) teardown(ctx context.Context, vm *store.VM) error {
 	return nil
 }
 
+// lockedVM resolves ref and takes the VM's lock. An operation on the VM
+// that died (a killed daemon) or could not record its end is finished or
+// undone first, so the caller sees a VM every command works on; a VM that
+// this removes (an undone create, a finished delete) is not found.
 func (d *Daemon) lockedVM(ctx context.Context, ref string) (store.VM, func(), error) {
 	vm, err := d.resolve(ctx, ref)
 	if err != nil {
 		return store.VM{}, nil, err
 	}
 	unlock := d.locks.lock(vm.ID)
+	name := vm.Name
 	vm, err = d.store.GetVM(ctx, vm.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		unlock()
+		return store.VM{}, nil, withKind(ErrNotFound, "no vm named %q (it was removed meanwhile)", name)
+	}
 	if err != nil {
 		unlock()
 		return store.VM{}, nil, err
+	}
+	gone, err := d.recoverIntentsLocked(ctx, &vm)
+	if err != nil {
+		unlock()
+		return store.VM{}, nil, fmt.Errorf("vm %s has an unfinished operation that could not be finished: %w", name, err)
+	}
+	if gone {
+		unlock()
+		return store.VM{}, nil, withKind(ErrNotFound, "no vm named %q (an interrupted operation removed it)", name)
 	}
 	return vm, unlock, nil
 }
@@ -308,22 +354,55 @@ func (d *Daemon) rpcDelete(ctx context.Context, raw json.RawMessage) (any, error
 		return nil, err
 	}
 	defer unlock()
-	if err := d.stopLocked(ctx, &vm, "deleting"); err != nil {
+	if err := d.deleteLocked(ctx, &vm, nil); err != nil {
 		return nil, err
 	}
-	if img, err := d.store.GetImage(ctx, vm.ImageID); err == nil {
-		if err := d.storage.Remove(ctx, d.disk(&vm, img)); err != nil {
-			return nil, fmt.Errorf("removing disks of vm %s: %w", vm.Name, err)
+	return api.VMResult{VM: d.toAPI(ctx, vm)}, nil
+}
+
+// deleteLocked stops the VM, removes its disks and directory (whatever of
+// them is left) and forgets it. resume is the delete intent of an
+// interrupted delete being finished; nil begins one. The caller holds the
+// VM's lock.
+func (d *Daemon) deleteLocked(ctx context.Context, vm *store.VM, resume *store.Intent) error {
+	in := resume
+	if in == nil {
+		var err error
+		if in, err = d.begin(ctx, vm, opDelete, nil); err != nil {
+			return fmt.Errorf("deleting vm %s: %w", vm.Name, err)
 		}
 	}
-	if err := os.RemoveAll(vm.Dir); err != nil {
-		return nil, fmt.Errorf("removing %s: %w", vm.Dir, err)
+	// Until the disks go, a failed delete leaves a whole VM: its intent is
+	// cleared (best effort) so the VM is not deleted behind the user's back.
+	keep := func(err error) error {
+		if resume == nil {
+			if eerr := d.store.EndIntent(context.WithoutCancel(ctx), in.ID); eerr != nil && !errors.Is(eerr, store.ErrNotFound) {
+				d.log.Error("clearing the intent of a failed delete", "vm", vm.Name, "err", eerr)
+			}
+		}
+		return err
 	}
-	if err := d.store.DeleteVM(ctx, vm.ID); err != nil {
-		return nil, fmt.Errorf("forgetting vm %s: %w", vm.Name, err)
+	pid := livePID(vm)
+	if pid > 0 || vm.State == api.StateRunning || vm.State == api.StateStarting || vm.State == api.StateStopping {
+		vm.State = api.StateStopping
+		if err := d.saveVM(ctx, vm); err != nil {
+			return keep(fmt.Errorf("deleting vm %s: %w", vm.Name, err))
+		}
+		if err := d.stopWith(ctx, vm, pid, "deleting"); err != nil {
+			return keep(err)
+		}
+	} else if err := d.teardown(ctx, vm); err != nil {
+		return keep(fmt.Errorf("deleting vm %s: %w", vm.Name, err))
+	}
+	// From here on the delete is finished by recovery if it stops short.
+	if err := d.removeDisks(ctx, vm); err != nil {
+		return fmt.Errorf("deleting vm %s: %w", vm.Name, err)
+	}
+	if err := d.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("forgetting vm %s: %w", vm.Name, err)
 	}
 	d.forgetKnownHosts(vm.Name, vm.IP.String())
-	a := d.toAPI(ctx, vm)
+	a := d.toAPI(ctx, *vm)
 	d.events.publish(api.Event{Kind: api.EventVMDeleted, Time: time.Now(), VM: &a, VMID: vm.ID})
-	return api.VMResult{VM: a}, nil
+	return nil
 }

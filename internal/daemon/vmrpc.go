@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/storage"
 	"banger/internal/store"
 )
 
@@ -42,7 +44,6 @@ const (
 	fileVsock    = "v.sock"
 	fileConsole  = "console.log"
 	fileFCLog    = "firecracker.log"
-	fileRootCopy = "rootfs.ext4"
 	fileWorkDisk = "work.ext4"
 )
 
@@ -92,14 +93,40 @@ func (d *Daemon) toAPI(ctx context.Context, vm store.VM) api.VM {
 	return d.toAPIWith(vm, names)
 }
 
-// saveVM writes the VM and publishes its new state.
-func (d *Daemon) saveVM(ctx context.Context, vm *store.VM) {
+// saveVM writes the VM and publishes its new state. Every state change
+// that crash recovery depends on goes through it, so its caller fails
+// with the error.
+func (d *Daemon) saveVM(ctx context.Context, vm *store.VM) error {
 	if err := d.store.UpdateVM(ctx, vm); err != nil {
-		d.log.Error("saving vm", "vm", vm.Name, "err", err)
-		return
+		return fmt.Errorf("recording vm %s: %w", vm.Name, err)
 	}
+	d.publishVM(ctx, vm)
+	return nil
+}
+
+// publishVM tells event subscribers about the VM's recorded state.
+func (d *Daemon) publishVM(ctx context.Context, vm *store.VM) {
 	a := d.toAPI(ctx, *vm)
 	d.events.publish(api.Event{Kind: api.EventVMState, Time: time.Now(), VM: &a, VMID: vm.ID})
+}
+
+// vmStorage decodes the VM's storage state (the store keeps it as JSON).
+func vmStorage(vm *store.VM) (storage.State, error) {
+	st, err := storage.ParseState(vm.Storage)
+	if err != nil {
+		return storage.State{}, fmt.Errorf("vm %s: %w", vm.Name, err)
+	}
+	return st, nil
+}
+
+// setStorage puts st into vm (written with the VM's next save).
+func setStorage(vm *store.VM, st storage.State) error {
+	b, err := st.Encode()
+	if err != nil {
+		return fmt.Errorf("vm %s: %w", vm.Name, err)
+	}
+	vm.Storage = b
+	return nil
 }
 
 func (d *Daemon) progress(vm *store.VM, start time.Time, stage, msg string) {
@@ -139,12 +166,16 @@ func (d *Daemon) imageNames(ctx context.Context) map[string]string {
 
 func (d *Daemon) toAPIWith(v store.VM, names map[string]string) api.VM {
 	vm := v
+	st, err := vmStorage(&vm)
+	if err != nil {
+		d.log.Warn("showing vm with unreadable storage state", "vm", vm.Name, "err", err)
+	}
 	out := api.VM{
 		ID: vm.ID, Name: vm.Name, State: vm.State, LastError: vm.LastError, StopReason: vm.StopReason,
 		Image: names[vm.ImageID], VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
 		WorkDiskBytes: vm.WorkDiskBytes, NAT: vm.NAT, IP: vm.IP.String(), MAC: vm.MAC, Tap: vm.Tap,
 		CID: vm.CID, PID: vm.PID, Dir: vm.Dir, APISocket: apiSock(&vm), VsockPath: vsockPath(&vm),
-		RootDisk: vm.Storage.RootDisk, WorkDisk: workDisk(&vm), StorageDriver: vm.Storage.Driver,
+		RootDisk: st.RootDisk, WorkDisk: workDisk(&vm), StorageDriver: st.Driver,
 		DNSName: vm.Name + ".vm", CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt, LastUsedAt: vm.LastUsedAt,
 		PendingChanges: vm.Pending,
 	}

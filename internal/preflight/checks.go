@@ -284,7 +284,7 @@ func checkStateDir(dir string) Result {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Result{Status: Fail, Detail: fmt.Sprintf("cannot create state dir %s: %v", dir, err), Fix: "set BANGER_STATE_DIR to a writable directory"}
 	}
-	f, err := os.CreateTemp(dir, ".doctor-*")
+	f, err := os.CreateTemp(dir, probePattern)
 	if err != nil {
 		return Result{Status: Fail, Detail: fmt.Sprintf("state dir %s is not writable: %v", dir, err), Fix: "fix its ownership: sudo chown -R $USER " + dir}
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -257,4 +258,32 @@ func oneLine(s string) string {
 		s = s[:i]
 	}
 	return s
+}
+
+// probePattern names the files checkStateDir writes to test the state dir.
+const probePattern = ".doctor-*"
+
+// CleanProbes removes the probe files a check killed before it could
+// remove its own left in dir; it reports how many. bangerd runs it at
+// start-up. A probe of a doctor running right now may go too: its check
+// has already passed by then, and its own remove ignores the absence.
+func CleanProbes(dir string) (int, error) {
+	matches, err := filepath.Glob(filepath.Join(dir, probePattern))
+	if err != nil {
+		return 0, fmt.Errorf("listing probe files in %s: %w", dir, err)
+	}
+	n := 0
+	var errs []error
+	for _, m := range matches {
+		fi, err := os.Lstat(m)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("removing probe file %s: %w", m, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }

@@ -28,8 +28,7 @@ func SparseCopy(ctx context.Context, src, dst string) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(dst)
-		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
+		return errors.Join(fmt.Errorf("copying %s to %s: %w", src, dst, err), removeIfThere(dst))
 	}
 	return nil
 }
@@ -52,8 +51,15 @@ func (m *Manager) copyRoot(ctx context.Context, image, root string, size int64) 
 		err = os.Rename(tmp, root)
 	}
 	if err != nil {
-		os.Remove(tmp)
-		return err
+		return errors.Join(err, removeIfThere(tmp))
+	}
+	return nil
+}
+
+// removeIfThere removes a half-made file; one already gone is fine.
+func removeIfThere(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing half-made %s: %w", path, err)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"banger/internal/hostops"
-	"banger/internal/store"
 )
 
 // Device-mapper driver. Activate builds, in order, and records each handle
@@ -46,13 +45,12 @@ func makeCOW(path string, size int64) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("sizing cow file %s to %s: %w", path, human(size), err)
+		return errors.Join(fmt.Errorf("sizing cow file %s to %s: %w", path, human(size), err), removeIfThere(path))
 	}
 	return nil
 }
 
-func (m *Manager) activateDM(ctx context.Context, d Disk) (store.StorageState, error) {
+func (m *Manager) activateDM(ctx context.Context, d Disk) (State, error) {
 	st := d.State
 	if st.Phase == PhaseReady {
 		ok, err := m.present(ctx, st)
@@ -103,11 +101,11 @@ func (m *Manager) activateDM(ctx context.Context, d Disk) (store.StorageState, e
 }
 
 // setup runs the host steps, appending to st.Handles as it goes.
-func (m *Manager) setup(ctx context.Context, d Disk, st *store.StorageState) error {
+func (m *Manager) setup(ctx context.Context, d Disk, st *State) error {
 	// add records h as intended, runs do, and records it done with the
 	// name do returns. A loop attach that fails made nothing and is dropped
 	// (its name is unknown, and another VM's loop may share the backing).
-	add := func(h store.Handle, do func() (string, error)) (string, error) {
+	add := func(h Handle, do func() (string, error)) (string, error) {
 		h.State = StateIntended
 		st.Handles = append(st.Handles, h)
 		if err := m.save(ctx, d.VMID, *st); err != nil {
@@ -130,7 +128,7 @@ func (m *Manager) setup(ctx context.Context, d Disk, st *store.StorageState) err
 	err := func() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		imgLoop, err := add(store.Handle{Kind: KindLoop, Backing: d.ImagePath, Role: RoleImage}, func() (string, error) {
+		imgLoop, err := add(Handle{Kind: KindLoop, Backing: d.ImagePath, Role: RoleImage}, func() (string, error) {
 			dev, err := m.host.LoopAttach(ctx, d.ImagePath, true)
 			if err != nil {
 				return "", fmt.Errorf("attaching image %s: %w", d.ImagePath, err)
@@ -140,7 +138,7 @@ func (m *Manager) setup(ctx context.Context, d Disk, st *store.StorageState) err
 		if err != nil {
 			return err
 		}
-		cowLoop, err := add(store.Handle{Kind: KindLoop, Backing: st.COWPath, Role: RoleCOW}, func() (string, error) {
+		cowLoop, err := add(Handle{Kind: KindLoop, Backing: st.COWPath, Role: RoleCOW}, func() (string, error) {
 			dev, err := m.host.LoopAttach(ctx, st.COWPath, false)
 			if err != nil {
 				return "", fmt.Errorf("attaching cow file %s: %w", st.COWPath, err)
@@ -150,7 +148,7 @@ func (m *Manager) setup(ctx context.Context, d Disk, st *store.StorageState) err
 		if err != nil {
 			return err
 		}
-		if _, err := add(store.Handle{Kind: KindDM, Name: origin, Role: RoleOrigin}, func() (string, error) {
+		if _, err := add(Handle{Kind: KindDM, Name: origin, Role: RoleOrigin}, func() (string, error) {
 			if err := m.host.DMCreateOrigin(ctx, origin, imgLoop, d.ImagePath, d.DiskBytes); err != nil {
 				return "", fmt.Errorf("creating origin %s: %w", origin, err)
 			}
@@ -158,7 +156,7 @@ func (m *Manager) setup(ctx context.Context, d Disk, st *store.StorageState) err
 		}); err != nil {
 			return err
 		}
-		_, err = add(store.Handle{Kind: KindDM, Name: snap, Role: RoleSnapshot}, func() (string, error) {
+		_, err = add(Handle{Kind: KindDM, Name: snap, Role: RoleSnapshot}, func() (string, error) {
 			if err := m.host.DMCreateSnapshot(ctx, snap, origin, cowLoop, st.COWPath); err != nil {
 				return "", fmt.Errorf("creating snapshot %s: %w", snap, err)
 			}
@@ -201,8 +199,8 @@ func growCOW(path string, size int64) error {
 
 // release tears st's handles down in reverse order, recording after each.
 // On failure the state keeps the handles not yet released.
-func (m *Manager) release(ctx context.Context, vmID string, st store.StorageState) (store.StorageState, error) {
-	st.Handles = append([]store.Handle(nil), st.Handles...)
+func (m *Manager) release(ctx context.Context, vmID string, st State) (State, error) {
+	st.Handles = append([]Handle(nil), st.Handles...)
 	st.Phase = PhaseTearingDown
 	saveErr := m.save(ctx, vmID, st)
 	for len(st.Handles) > 0 {
@@ -217,7 +215,7 @@ func (m *Manager) release(ctx context.Context, vmID string, st store.StorageStat
 	return st, errors.Join(saveErr, m.save(ctx, vmID, st))
 }
 
-func (m *Manager) releaseHandle(ctx context.Context, vmID string, h store.Handle) error {
+func (m *Manager) releaseHandle(ctx context.Context, vmID string, h Handle) error {
 	switch h.Kind {
 	case KindDM:
 		return m.removeDM(ctx, h.Name)
@@ -279,7 +277,7 @@ func (m *Manager) removeDM(ctx context.Context, name string) error {
 }
 
 // present reports whether every recorded handle still exists on the host.
-func (m *Manager) present(ctx context.Context, st store.StorageState) (bool, error) {
+func (m *Manager) present(ctx context.Context, st State) (bool, error) {
 	for _, h := range st.Handles {
 		if h.State != StateDone {
 			return false, nil

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"banger/internal/store"
 )
 
 func reversed(s []string) []string {
@@ -22,7 +20,7 @@ func reversed(s []string) []string {
 // checkDown asserts nothing is left on the host, every made handle was
 // released in reverse order, and the returned and last recorded states
 // agree on "down, no handles".
-func checkDown(t *testing.T, fx *dmFixture, st store.StorageState) {
+func checkDown(t *testing.T, fx *dmFixture, st State) {
 	t.Helper()
 	if live := fx.host.live(); len(live) != 0 {
 		t.Errorf("left on host: %v", live)

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"banger/internal/hostops"
-	"banger/internal/store"
 )
 
 var errInjected = errors.New("injected failure")
@@ -235,14 +234,14 @@ func (f *fakeHost) live() []string {
 // fail or "crash" (panic) at the n-th write.
 type recorder struct {
 	mu      sync.Mutex
-	states  []store.StorageState
+	states  []State
 	failAt  int
 	crashAt int
 }
 
 type crash struct{}
 
-func (r *recorder) record(ctx context.Context, vmID string, st store.StorageState) error {
+func (r *recorder) record(ctx context.Context, vmID string, st State) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := len(r.states) + 1
@@ -259,11 +258,11 @@ func (r *recorder) record(ctx context.Context, vmID string, st store.StorageStat
 	return nil
 }
 
-func (r *recorder) last() store.StorageState {
+func (r *recorder) last() State {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.states) == 0 {
-		return store.StorageState{}
+		return State{}
 	}
 	return r.states[len(r.states)-1]
 }

@@ -14,13 +14,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"banger/internal/capability"
 	"banger/internal/hostops"
-	"banger/internal/store"
+
+	"golang.org/x/sys/unix"
 )
 
 // Drivers.
@@ -29,7 +31,7 @@ const (
 	DriverCopy = "copy"
 )
 
-// Phases of store.StorageState. An empty phase means the VM has no root
+// Phases of State. An empty phase means the VM has no root
 // disk (never created, or a create that did not finish).
 const (
 	PhaseCreating    = "creating"     // CreateRoot is making the root disk or COW file
@@ -39,7 +41,13 @@ const (
 	PhaseTearingDown = "tearing-down" // Deactivate (or a rollback) is releasing devices
 )
 
-// Handle kinds, roles and states as recorded in store.Handle.
+// Files CreateRoot makes in the VM directory.
+const (
+	fileCopyRoot = "rootfs.ext4" // the copy driver's root disk
+	fileCOW      = "cow.img"     // the dm driver's copy-on-write store
+)
+
+// Handle kinds, roles and states as recorded in Handle.
 const (
 	KindLoop      = "loop"
 	KindDM        = "dm"
@@ -79,7 +87,7 @@ type Options struct {
 	BusyTimeout time.Duration // how long a busy dm device is retried; default 10s
 	// Record persists the VM's storage state; called before and after each
 	// host step. Nil records nothing.
-	Record func(ctx context.Context, vmID string, st store.StorageState) error
+	Record func(ctx context.Context, vmID string, st State) error
 }
 
 // Manager prepares and releases VM disks.
@@ -89,7 +97,7 @@ type Manager struct {
 	log    *slog.Logger
 	seeds  string
 	busy   time.Duration
-	record func(ctx context.Context, vmID string, st store.StorageState) error
+	record func(ctx context.Context, vmID string, st State) error
 	// mu serializes loop and dm steps, so one VM's teardown never detaches
 	// a loop device another VM has just been given under the same number.
 	mu     sync.Mutex
@@ -102,7 +110,7 @@ type Disk struct {
 	VMDir     string // user-owned 0700 dir
 	ImagePath string // read-only base ext4 image
 	DiskBytes int64  // VM root disk size (>= image size)
-	State     store.StorageState
+	State     State
 }
 
 var vmIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`) // length checked apart: counted repetitions are slow to compile
@@ -130,7 +138,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	record := opts.Record
 	if record == nil {
-		record = func(context.Context, string, store.StorageState) error { return nil }
+		record = func(context.Context, string, State) error { return nil }
 	}
 	return &Manager{driver: driver, host: opts.Host, log: log, seeds: opts.SeedDir, busy: busy, record: record}, nil
 }
@@ -150,7 +158,7 @@ func Detect() (driver, reason string) {
 }
 
 // save records st for vmID.
-func (m *Manager) save(ctx context.Context, vmID string, st store.StorageState) error {
+func (m *Manager) save(ctx context.Context, vmID string, st State) error {
 	if err := m.record(ctx, vmID, st); err != nil {
 		return fmt.Errorf("recording storage state of vm %s: %w", vmID, err)
 	}
@@ -189,8 +197,11 @@ func (d Disk) check() error {
 		return fmt.Errorf("bad vm id %q: lowercase letters, digits and - only", d.VMID)
 	}
 	fi, err := os.Stat(d.VMDir)
-	if err != nil || !fi.IsDir() {
-		return fmt.Errorf("vm %s: directory %q missing: %v", d.VMID, d.VMDir, err)
+	if err != nil {
+		return fmt.Errorf("vm %s: directory %q missing: %w", d.VMID, d.VMDir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("vm %s: %q is not a directory", d.VMID, d.VMDir)
 	}
 	return nil
 }
@@ -223,7 +234,7 @@ func human(n int64) string {
 // CreateRoot makes the VM's writable layer: copy, a sparse or reflinked
 // copy of the image at VMDir/rootfs.ext4 grown to DiskBytes; dm, a sparse
 // COW file VMDir/cow.img big enough for DiskBytes plus snapshot metadata.
-func (m *Manager) CreateRoot(ctx context.Context, d Disk) (store.StorageState, error) {
+func (m *Manager) CreateRoot(ctx context.Context, d Disk) (State, error) {
 	if err := d.check(); err != nil {
 		return d.State, err
 	}
@@ -237,12 +248,12 @@ func (m *Manager) CreateRoot(ctx context.Context, d Disk) (store.StorageState, e
 	if err := d.checkSize(imgBytes); err != nil {
 		return d.State, err
 	}
-	st := store.StorageState{Driver: m.driver, WorkDisk: d.State.WorkDisk, Phase: PhaseCreating}
+	st := State{Driver: m.driver, WorkDisk: d.State.WorkDisk, Phase: PhaseCreating}
 	if m.driver == DriverDM {
-		st.COWPath = filepath.Join(d.VMDir, "cow.img")
+		st.COWPath = filepath.Join(d.VMDir, fileCOW)
 		st.RootDisk = "/dev/mapper/" + snapName(d.VMID)
 	} else {
-		st.RootDisk = filepath.Join(d.VMDir, "rootfs.ext4")
+		st.RootDisk = filepath.Join(d.VMDir, fileCopyRoot)
 	}
 	if err := m.save(ctx, d.VMID, st); err != nil {
 		return d.State, err
@@ -253,7 +264,7 @@ func (m *Manager) CreateRoot(ctx context.Context, d Disk) (store.StorageState, e
 		err = m.copyRoot(ctx, d.ImagePath, st.RootDisk, d.DiskBytes)
 	}
 	if err != nil {
-		empty := store.StorageState{Driver: m.driver, WorkDisk: d.State.WorkDisk}
+		empty := State{Driver: m.driver, WorkDisk: d.State.WorkDisk}
 		return empty, errors.Join(fmt.Errorf("creating root disk of vm %s: %w", d.VMID, err), m.save(ctx, d.VMID, empty))
 	}
 	st.Phase = PhaseDown
@@ -261,7 +272,7 @@ func (m *Manager) CreateRoot(ctx context.Context, d Disk) (store.StorageState, e
 }
 
 // Activate makes the root disk openable by Firecracker before a boot.
-func (m *Manager) Activate(ctx context.Context, d Disk) (store.StorageState, error) {
+func (m *Manager) Activate(ctx context.Context, d Disk) (State, error) {
 	if err := d.check(); err != nil {
 		return d.State, err
 	}
@@ -283,7 +294,7 @@ func (m *Manager) Activate(ctx context.Context, d Disk) (store.StorageState, err
 // Deactivate releases what Activate made, in reverse order. A busy device
 // is retried up to BusyTimeout; on failure the state keeps what is left so
 // the next call carries on.
-func (m *Manager) Deactivate(ctx context.Context, d Disk) (store.StorageState, error) {
+func (m *Manager) Deactivate(ctx context.Context, d Disk) (State, error) {
 	st := d.State
 	if len(st.Handles) == 0 && st.Phase != PhaseReady && st.Phase != PhaseSettingUp && st.Phase != PhaseTearingDown {
 		return st, nil
@@ -295,26 +306,42 @@ func (m *Manager) Deactivate(ctx context.Context, d Disk) (store.StorageState, e
 	return st, nil
 }
 
-// Remove deletes the VM's disks. The storage must be deactivated first.
+// Remove deletes the VM's disks: the files its state names and the ones
+// CreateRoot makes under VMDir (so a create that never recorded them
+// leaves nothing). Files already gone are fine, so a VM whose disks or
+// directory are partly gone is removed all the same. The storage must be
+// deactivated first.
 func (m *Manager) Remove(ctx context.Context, d Disk) error {
 	st := d.State
 	if len(st.Handles) > 0 || st.Phase == PhaseReady || st.Phase == PhaseSettingUp || st.Phase == PhaseTearingDown {
 		return fmt.Errorf("removing disks of vm %s: storage still active (phase %s); stop the vm first", d.VMID, st.Phase)
 	}
+	if d.VMDir == "" || !filepath.IsAbs(d.VMDir) {
+		return fmt.Errorf("removing disks of vm %s: bad vm directory %q", d.VMID, d.VMDir)
+	}
+	dir := filepath.Clean(d.VMDir)
 	paths := []string{st.COWPath, st.WorkDisk}
-	if st.Driver == DriverCopy || strings.HasPrefix(st.RootDisk, d.VMDir+string(filepath.Separator)) {
+	if st.WorkDisk != "" {
+		paths = append(paths, st.WorkDisk+".tmp")
+	}
+	if st.RootDisk != "" && (st.Driver == DriverCopy || strings.HasPrefix(st.RootDisk, dir+string(filepath.Separator))) {
 		paths = append(paths, st.RootDisk, st.RootDisk+".tmp")
+	}
+	for _, name := range []string{fileCopyRoot, fileCopyRoot + ".tmp", fileCOW} {
+		if p := filepath.Join(dir, name); !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
 	}
 	var errs []error
 	for _, p := range paths {
 		if p == "" {
 			continue
 		}
-		if !strings.HasPrefix(filepath.Clean(p), filepath.Clean(d.VMDir)+string(filepath.Separator)) {
+		if !strings.HasPrefix(filepath.Clean(p), dir+string(filepath.Separator)) {
 			errs = append(errs, fmt.Errorf("not removing %s: outside the directory %s of vm %s", p, d.VMDir, d.VMID))
 			continue
 		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTDIR) {
 			errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
 		}
 	}
@@ -326,20 +353,24 @@ func (m *Manager) Remove(ctx context.Context, d Disk) error {
 // unfinished create is undone (empty phase: create again), an unfinished
 // setup or teardown ends down, and a ready VM whose devices vanished (a
 // host reboot) is released and ends down.
-func (m *Manager) Recover(ctx context.Context, d Disk) (store.StorageState, error) {
+func (m *Manager) Recover(ctx context.Context, d Disk) (State, error) {
 	st := d.State
 	switch st.Phase {
 	case "":
 		return st, nil
 	case PhaseCreating:
-		for _, p := range []string{st.COWPath, st.RootDisk + ".tmp"} {
+		half := []string{st.COWPath}
+		if st.RootDisk != "" {
+			half = append(half, st.RootDisk+".tmp")
+		}
+		for _, p := range half {
 			if p != "" && filepath.IsAbs(p) && strings.HasPrefix(p, d.VMDir+string(filepath.Separator)) {
 				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 					return st, fmt.Errorf("removing half-made %s of vm %s: %w", p, d.VMID, err)
 				}
 			}
 		}
-		st = store.StorageState{Driver: st.Driver, WorkDisk: st.WorkDisk}
+		st = State{Driver: st.Driver, WorkDisk: st.WorkDisk}
 		if st.Driver == DriverCopy {
 			if _, err := os.Stat(d.State.RootDisk); err == nil {
 				st.RootDisk, st.Phase = d.State.RootDisk, PhaseDown // the rename happened

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 )
 
@@ -47,10 +48,10 @@ func TestListCacheFollowsWrites(t *testing.T) {
 	if got := list(); got[0].State != StateStopped || got[0].LastError != "boom" {
 		t.Fatalf("after SetState: %+v", got[0])
 	}
-	if err := s.SetStorage(ctx, a.ID, StorageState{Driver: "copy"}); err != nil {
+	if err := s.SetStorage(ctx, a.ID, json.RawMessage(`{"driver":"copy"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if got := list(); got[0].Storage.Driver != "copy" {
+	if got := list(); string(got[0].Storage) != `{"driver":"copy"}` {
 		t.Fatalf("after SetStorage: %+v", got[0].Storage)
 	}
 	if err := s.DeleteVM(ctx, a.ID); err != nil {

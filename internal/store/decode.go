@@ -99,9 +99,10 @@ func scanVM(sc scanner) (VM, error) {
 		return fail("cid", fmt.Errorf("cid %d is outside 3..4294967295", cid))
 	}
 	vm.CID = uint32(cid)
-	if err := decodeJSON(storage, &vm.Storage); err != nil {
+	if err := checkObject(storage); err != nil {
 		return fail("storage", err)
 	}
+	vm.Storage = json.RawMessage(storage)
 	if err := decodeJSON(pending, &vm.Pending); err != nil {
 		return fail("pending", err)
 	}
@@ -119,6 +120,24 @@ func scanVM(sc scanner) (VM, error) {
 	vm.StartedAt = nanosToTime(started)
 	vm.LastUsedAt = nanosToTime(lastUsed)
 	return vm, nil
+}
+
+// checkObject checks that text is one JSON object (a column whose
+// contents another package owns and decodes).
+func checkObject(text string) error {
+	t := strings.TrimSpace(text)
+	if t == "" || t == "null" || t[0] != '{' {
+		return fmt.Errorf("value is %q, want a JSON object", text)
+	}
+	var v map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(t))
+	if err := dec.Decode(&v); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("invalid JSON: trailing data after the value")
+	}
+	return nil
 }
 
 // decodeJSON unmarshals a JSON column strictly: unknown fields are errors, so

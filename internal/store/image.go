@@ -29,6 +29,11 @@ const imageColumns = `id, name, rootfs_path, kernel_path, initrd_path, modules_d
 // CreateImage inserts img. An empty ID is filled with NewID and a zero
 // CreatedAt with now; a taken name is an error wrapping ErrConflict.
 func (s *Store) CreateImage(ctx context.Context, img *Image) error {
+	return s.Write(ctx, func(t *Tx) error { return t.CreateImage(img) })
+}
+
+// CreateImage is Store.CreateImage inside a transaction.
+func (t *Tx) CreateImage(img *Image) error {
 	if img == nil {
 		return errors.New("creating image: nil image")
 	}
@@ -46,15 +51,14 @@ func (s *Store) CreateImage(ctx context.Context, img *Image) error {
 	case m.Source != SourceBuilt && m.Source != SourceRegistered:
 		return fmt.Errorf("creating image %q: source %q is not %q or %q", m.Name, m.Source, SourceBuilt, SourceRegistered)
 	}
-	defer s.lockWrite()()
 	if m.CreatedAt.IsZero() {
-		m.CreatedAt = s.now()
+		m.CreatedAt = t.now
 	}
 	created, err := timeToNanos(m.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("creating image %q: created_at: %w", m.Name, err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO images (`+imageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO images (`+imageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		m.ID, m.Name, m.RootfsPath, m.KernelPath, m.InitrdPath, m.ModulesDir, m.SizeBytes,
 		m.PackagesHash, m.Source, created)
 	if err != nil {
@@ -70,7 +74,7 @@ func (s *Store) CreateImage(ctx context.Context, img *Image) error {
 		return fmt.Errorf("creating image %q: %w", m.Name, err)
 	}
 	m.CreatedAt = nanosToTime(created)
-	*img = m
+	t.after = append(t.after, func() { *img = m })
 	return nil
 }
 
@@ -139,12 +143,12 @@ func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
 // an error wrapping ErrConflict that names them; ErrNotFound if there is no
 // such image.
 func (s *Store) DeleteImage(ctx context.Context, id string) error {
-	defer s.lockWrite()()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("deleting image %s: %w", id, err)
-	}
-	defer tx.Rollback()
+	return s.Write(ctx, func(t *Tx) error { return t.DeleteImage(id) })
+}
+
+// DeleteImage is Store.DeleteImage inside a transaction.
+func (t *Tx) DeleteImage(id string) error {
+	ctx, tx := t.ctx, t.tx
 	var name string
 	switch err := tx.QueryRowContext(ctx, `SELECT name FROM images WHERE id = ?`, id).Scan(&name); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -164,9 +168,6 @@ func (s *Store) DeleteImage(ctx context.Context, id string) error {
 			return conflictf("image %s is used by a vm; delete it first", name)
 		}
 		return fmt.Errorf("deleting image %s: %w", name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("deleting image %s: committing: %w", name, err)
 	}
 	return nil
 }

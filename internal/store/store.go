@@ -51,6 +51,8 @@ type Store struct {
 	cached  bool
 	// now is the clock used for created/updated timestamps.
 	now func() time.Time
+	// writeHook, when set, runs before every write (SetWriteHook).
+	writeHook atomic.Pointer[func() error]
 }
 
 // Open opens (creating if needed) the database at path, creating its parent
@@ -137,6 +139,9 @@ func NewID() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// ValidID reports whether id is 10 lowercase hex characters, as NewID makes.
+func ValidID(id string) bool { return validID(id) }
 
 // validID reports whether id is 10 lowercase hex characters.
 func validID(id string) bool {

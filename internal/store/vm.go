@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -29,31 +30,12 @@ type VM struct {
 	CID           uint32     // unique, >= 3, allocated by CreateVM
 	PID           int
 	Dir           string
-	Storage       StorageState // JSON column "storage"
-	Pending       []string     // JSON column "pending": changes that apply at next start, e.g. "vcpu", "memory"
+	Storage       json.RawMessage // JSON column "storage": the storage package's state, opaque here ("{}" when empty)
+	Pending       []string        // JSON column "pending": changes that apply at next start, e.g. "vcpu", "memory"
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 	StartedAt     time.Time // zero when never started
 	LastUsedAt    time.Time // zero when never used
-}
-
-// StorageState is the VM's disk bookkeeping, written before and after each host step.
-type StorageState struct {
-	Driver   string   `json:"driver"`              // "dm" | "copy" | ""
-	RootDisk string   `json:"root_disk,omitempty"` // what Firecracker opens (file path or /dev/mapper/banger-<id>)
-	WorkDisk string   `json:"work_disk,omitempty"`
-	COWPath  string   `json:"cow_path,omitempty"`
-	Phase    string   `json:"phase,omitempty"`   // e.g. "setting-up", "ready", "tearing-down", "down"
-	Handles  []Handle `json:"handles,omitempty"` // in creation order
-}
-
-// Handle is one host object a VM's storage holds.
-type Handle struct {
-	Kind    string `json:"kind"`              // "loop" | "dm" | "file"
-	Name    string `json:"name"`              // /dev/loopN, dm name, or file path
-	Backing string `json:"backing,omitempty"` // loop backing file path
-	Role    string `json:"role,omitempty"`    // "image" | "cow" | "origin" | "snapshot"
-	State   string `json:"state,omitempty"`   // "intended" (written before the op) | "done" (after)
 }
 
 // Allocation is what CreateVM assigns inside its transaction.
@@ -91,9 +73,9 @@ func encodeVM(vm *VM, now time.Time) (vmWrite, error) {
 	if !ValidState(vm.State) {
 		return w, fmt.Errorf("unknown state %q", vm.State)
 	}
-	st, err := json.Marshal(vm.Storage)
+	st, err := storageJSON(vm.Storage)
 	if err != nil {
-		return w, fmt.Errorf("encoding storage: %w", err)
+		return w, err
 	}
 	pending := vm.Pending
 	if pending == nil {
@@ -103,7 +85,7 @@ func encodeVM(vm *VM, now time.Time) (vmWrite, error) {
 	if err != nil {
 		return w, fmt.Errorf("encoding pending: %w", err)
 	}
-	w.storage, w.pending = string(st), string(pd)
+	w.storage, w.pending = st, string(pd)
 	for _, f := range []struct {
 		dst  *sql.NullInt64
 		t    time.Time
@@ -127,9 +109,15 @@ func encodeVM(vm *VM, now time.Time) (vmWrite, error) {
 // name is an error wrapping ErrConflict that names the VM; an unknown image
 // wraps ErrNotFound. vm is only changed when the insert commits.
 func (s *Store) CreateVM(ctx context.Context, vm *VM, alloc AllocFunc) error {
+	return s.Write(ctx, func(t *Tx) error { return t.CreateVM(vm, alloc) })
+}
+
+// CreateVM is Store.CreateVM inside a transaction.
+func (t *Tx) CreateVM(vm *VM, alloc AllocFunc) error {
 	if vm == nil || alloc == nil {
 		return errors.New("creating vm: nil vm or allocator")
 	}
+	ctx, tx := t.ctx, t.tx
 	v := *vm
 	if v.ID == "" {
 		v.ID = NewID()
@@ -143,9 +131,7 @@ func (s *Store) CreateVM(ctx context.Context, vm *VM, alloc AllocFunc) error {
 	if v.State == "" {
 		v.State = StateCreated
 	}
-
-	defer s.lockWrite()()
-	now := s.now()
+	now := t.now
 	if v.CreatedAt.IsZero() {
 		v.CreatedAt = now
 	}
@@ -153,12 +139,6 @@ func (s *Store) CreateVM(ctx context.Context, vm *VM, alloc AllocFunc) error {
 	if err != nil {
 		return fmt.Errorf("creating vm %q: %w", v.Name, err)
 	}
-
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("creating vm %q: %w", v.Name, err)
-	}
-	defer tx.Rollback()
 
 	var other string
 	switch err := tx.QueryRowContext(ctx, `SELECT id FROM vms WHERE name = ?`, v.Name).Scan(&other); {
@@ -207,12 +187,10 @@ func (s *Store) CreateVM(ctx context.Context, vm *VM, alloc AllocFunc) error {
 	if err != nil {
 		return vmWriteErr("creating", &v, err)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("creating vm %q: committing: %w", v.Name, err)
-	}
 	v.CreatedAt, v.UpdatedAt = nanosToTime(w.created), nanosToTime(w.updated)
 	v.StartedAt, v.LastUsedAt = nanosToTime(w.started), nanosToTime(w.lastUsed)
-	*vm = v
+	v.Storage = json.RawMessage(w.storage)
+	t.after = append(t.after, func() { *vm = v })
 	return nil
 }
 
@@ -337,7 +315,7 @@ func copyVMs(in []VM) []VM {
 	out := make([]VM, len(in))
 	for i, v := range in {
 		v.Pending = append([]string(nil), v.Pending...)
-		v.Storage.Handles = append([]Handle(nil), v.Storage.Handles...)
+		v.Storage = append(json.RawMessage(nil), v.Storage...)
 		out[i] = v
 	}
 	return out
@@ -371,17 +349,20 @@ func (s *Store) listVMs(ctx context.Context) ([]VM, error) {
 // the allocations IP, MAC, CID, Tap, and CreatedAt) and sets UpdatedAt to
 // now; ErrNotFound if the VM does not exist.
 func (s *Store) UpdateVM(ctx context.Context, vm *VM) error {
+	return s.Write(ctx, func(t *Tx) error { return t.UpdateVM(vm) })
+}
+
+// UpdateVM is Store.UpdateVM inside a transaction.
+func (t *Tx) UpdateVM(vm *VM) error {
 	if vm == nil {
 		return errors.New("updating vm: nil vm")
 	}
-	defer s.lockWrite()()
-	now := s.now()
 	v := *vm
-	w, err := encodeVM(&v, now)
+	w, err := encodeVM(&v, t.now)
 	if err != nil {
 		return fmt.Errorf("updating vm %s: %w", v.ID, err)
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET name = ?, state = ?, last_error = ?,
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE vms SET name = ?, state = ?, last_error = ?,
 		stop_reason = ?, vcpu = ?, memory_mib = ?, disk_bytes = ?, work_disk_bytes = ?, nat = ?,
 		pid = ?, dir = ?, storage = ?, pending = ?, updated_at = ?, started_at = ?, last_used_at = ?
 		WHERE id = ?`,
@@ -394,8 +375,10 @@ func (s *Store) UpdateVM(ctx context.Context, vm *VM) error {
 	if err := oneRow(res, "vm", v.ID); err != nil {
 		return err
 	}
-	vm.UpdatedAt = nanosToTime(w.updated)
-	vm.StartedAt, vm.LastUsedAt = nanosToTime(w.started), nanosToTime(w.lastUsed)
+	t.after = append(t.after, func() {
+		vm.UpdatedAt = nanosToTime(w.updated)
+		vm.StartedAt, vm.LastUsedAt = nanosToTime(w.started), nanosToTime(w.lastUsed)
+	})
 	return nil
 }
 
@@ -404,38 +387,63 @@ func (s *Store) SetState(ctx context.Context, id, state, lastError string) error
 	if !ValidState(state) {
 		return fmt.Errorf("setting state of vm %s: unknown state %q", id, state)
 	}
-	defer s.lockWrite()()
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?`,
-		state, lastError, s.now().UnixNano(), id)
-	if err != nil {
-		return fmt.Errorf("setting state of vm %s to %s: %w", id, state, err)
-	}
-	return oneRow(res, "vm", id)
+	return s.Write(ctx, func(t *Tx) error {
+		res, err := t.tx.ExecContext(t.ctx, `UPDATE vms SET state = ?, last_error = ?, updated_at = ? WHERE id = ?`,
+			state, lastError, t.now.UnixNano(), id)
+		if err != nil {
+			return fmt.Errorf("setting state of vm %s to %s: %w", id, state, err)
+		}
+		return oneRow(res, "vm", id)
+	})
 }
 
-// SetStorage replaces a VM's storage bookkeeping and bumps UpdatedAt.
-func (s *Store) SetStorage(ctx context.Context, id string, st StorageState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encoding storage of vm %s: %w", id, err)
-	}
-	defer s.lockWrite()()
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET storage = ?, updated_at = ? WHERE id = ?`,
-		string(b), s.now().UnixNano(), id)
+// SetStorage replaces a VM's storage bookkeeping (JSON, see VM.Storage)
+// and bumps UpdatedAt.
+func (s *Store) SetStorage(ctx context.Context, id string, st json.RawMessage) error {
+	b, err := storageJSON(st)
 	if err != nil {
 		return fmt.Errorf("setting storage of vm %s: %w", id, err)
 	}
-	return oneRow(res, "vm", id)
+	return s.Write(ctx, func(t *Tx) error {
+		res, err := t.tx.ExecContext(t.ctx, `UPDATE vms SET storage = ?, updated_at = ? WHERE id = ?`,
+			b, t.now.UnixNano(), id)
+		if err != nil {
+			return fmt.Errorf("setting storage of vm %s: %w", id, err)
+		}
+		return oneRow(res, "vm", id)
+	})
 }
 
-// DeleteVM deletes a VM row, freeing its allocations; ErrNotFound if it does not exist.
+// storageJSON checks a storage column value: a JSON object ("{}" for none).
+func storageJSON(st json.RawMessage) (string, error) {
+	if len(bytes.TrimSpace(st)) == 0 {
+		return "{}", nil
+	}
+	if err := checkObject(string(st)); err != nil {
+		return "", fmt.Errorf("encoding storage: %w", err)
+	}
+	return string(st), nil
+}
+
+// DeleteVM deletes a VM row, freeing its allocations, and the intents
+// recorded for it; ErrNotFound if it does not exist.
 func (s *Store) DeleteVM(ctx context.Context, id string) error {
-	defer s.lockWrite()()
-	res, err := s.db.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id)
+	return s.Write(ctx, func(t *Tx) error { return t.DeleteVM(id) })
+}
+
+// DeleteVM is Store.DeleteVM inside a transaction.
+func (t *Tx) DeleteVM(id string) error {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM vms WHERE id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("deleting vm %s: %w", id, err)
 	}
-	return oneRow(res, "vm", id)
+	if err := oneRow(res, "vm", id); err != nil {
+		return err
+	}
+	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM intents WHERE vm_id = ?`, id); err != nil {
+		return fmt.Errorf("deleting intents of vm %s: %w", id, err)
+	}
+	return nil
 }
 
 // CountVMsByState returns how many VMs are in each state (states with no VM
