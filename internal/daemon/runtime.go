@@ -258,7 +258,11 @@ func (d *Daemon) recordExit(ctx context.Context, vm *store.VM, pr *proc) {
 		vm.LastError = reason // a crash; an adopted process's exit may have been a clean one
 	}
 	vm.PID = 0
-	d.saveVM(ctx, vm)
+	if err := d.saveVM(ctx, vm); err != nil {
+		// The row still says live; the next reconcile finds the process
+		// gone and records the stop then.
+		d.log.Error("recording a firecracker exit", "vm", vm.Name, "pid", pr.pid, "err", err)
+	}
 }
 
 func live(state string) bool {
