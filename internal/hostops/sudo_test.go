@@ -100,7 +100,17 @@ func TestSudoSeam(t *testing.T) {
 	if err := json.Unmarshal(raw, &viaSudo); err != nil {
 		t.Fatalf("client half results %q: %v", raw, err)
 	}
-	inProc := runSeamCases(New(Options{Roots: UserRoots(home)}), home)
+	// In-process the caller is the same user the helper derives from
+	// SUDO_UID, so both modes judge the same roots for the same owner.
+	u, err := osuser.Lookup(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	local := New(Options{Roots: UserRoots(home)})
+	local.caller = Caller{UID: uid, GID: gid, Roots: UserRoots(home)}
+	inProc := runSeamCases(local, home)
 	if len(viaSudo) != len(inProc) {
 		t.Fatalf("%d results through sudo, %d in-process", len(viaSudo), len(inProc))
 	}
