@@ -211,8 +211,6 @@ func (s *soakRound) check() {
 		}
 		taps = append(taps, name)
 		if l["ifalias"] != "banger" {
-			// TODO(issue 11 item 2): taps are created unmarked for a
-			// moment until network.CreateTap marks them atomically.
 			fail("tap %s has no banger mark (ifalias %v)", name, l["ifalias"])
 		}
 		if _, ok := running[name]; !ok {

@@ -2,12 +2,12 @@ package daemon
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -200,19 +200,25 @@ func (f *hostFake) natCount() int {
 // writeFakeExt4 writes a file of size bytes carrying a minimal ext4
 // superblock (magic, block count, 4 KiB blocks).
 func writeFakeExt4(path string, size int64) error {
-	sb := make([]byte, 1024)
-	binary.LittleEndian.PutUint32(sb[4:], uint32(size/4096))
-	binary.LittleEndian.PutUint32(sb[24:], 2)
-	binary.LittleEndian.PutUint16(sb[56:], 0xEF53)
-	f, err := os.Create(path)
+	// A real (tiny) ext4 with an init: image register checks the superblock
+	// and looks for /sbin/init with debugfs.
+	tree, err := os.MkdirTemp("", "bgi-tree-")
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if _, err := f.WriteAt(sb, 1024); err != nil {
-		return err
+	defer os.RemoveAll(tree)
+	for dir, file := range map[string]string{"sbin": "init", "root": ".bashrc"} {
+		if err := os.MkdirAll(filepath.Join(tree, dir), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(tree, dir, file), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			return err
+		}
 	}
-	return f.Truncate(size)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, path, fmt.Sprintf("%dk", size>>10)).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4 %s: %v: %s", path, err, out)
+	}
+	return nil
 }
 
 // rig is one daemon state directory with a registered image, on a fake

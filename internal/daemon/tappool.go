@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"banger/internal/network"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -70,6 +71,10 @@ func (d *Daemon) adoptPoolTaps(ctx context.Context) {
 	}
 	for _, e := range ents {
 		if !strings.HasPrefix(e.Name(), poolTapPrefix) {
+			continue
+		}
+		// Another user's pool taps share the prefix: leave them alone.
+		if !network.OwnTap(e.Name(), os.Getuid()) {
 			continue
 		}
 		if d.taps.size() < d.cfg.TapPoolSize {

@@ -136,8 +136,8 @@ func fakeFirecracker(t *testing.T, d *Daemon, vm *store.VM, script string) *proc
 // running makes vm running under the watched process p.
 func running(t *testing.T, d *Daemon, vm *store.VM, p *procwatch.Proc) *proc {
 	t.Helper()
-	pr := d.watch(vm, p, wholeLogs(vm)) // the tests write the logs first
-	vm.State, vm.PID = api.StateRunning, pr.pid
+	pr := d.watch(vm, p, wholeLogs(vm))                                   // the tests write the logs first
+	vm.State, vm.PID, vm.StartedAt = api.StateRunning, pr.pid, time.Now() // as a start records it
 	if err := d.store.UpdateVM(context.Background(), vm); err != nil {
 		t.Fatal(err)
 	}

@@ -311,8 +311,11 @@ func opDMCreateSnapshot(ctx context.Context, c Caller, raw json.RawMessage) (any
 	}
 	defer lf.Close()
 	node, err := blockdev.DMNode(sysRoot, a.Origin)
-	if err != nil || node == "" {
-		return nil, fmt.Errorf("origin %s not found: %v", a.Origin, err)
+	if err != nil {
+		return nil, fmt.Errorf("looking up origin %s: %w", a.Origin, err)
+	}
+	if node == "" {
+		return nil, fmt.Errorf("%w: origin device-mapper device %s does not exist", ErrNotFound, a.Origin)
 	}
 	// The origin must be the caller's: a snapshot reads all of it.
 	if err := cf.checkDM(ctx, dmsetupTable, a.Origin, 0, false); err != nil {
@@ -377,8 +380,11 @@ func opDMChown(ctx context.Context, c Caller, raw json.RawMessage) (any, error) 
 		return nil, err
 	}
 	node, err := blockdev.DMNode(sysRoot, a.Name)
-	if err != nil || node == "" {
-		return nil, fmt.Errorf("device-mapper device %s not found: %v", a.Name, err)
+	if err != nil {
+		return nil, fmt.Errorf("looking up device-mapper device %s: %w", a.Name, err)
+	}
+	if node == "" {
+		return nil, fmt.Errorf("%w: device-mapper device %s does not exist", ErrNotFound, a.Name)
 	}
 	cf := c.files()
 	defer cf.Close()

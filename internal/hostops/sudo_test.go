@@ -143,7 +143,7 @@ func seamCases(home string) []seamCase {
 		{"unknown op", "format-disk", struct{}{}, "refused,invalid"},
 		{"unknown field", "ensure-state-dirs", map[string]any{"dirs": []string{}, "mode": "0777"}, "refused,invalid"},
 		{"missing file", "loop-attach", LoopAttachArgs{Path: filepath.Join(state, "missing.img"), ReadOnly: true}, "not_found"},
-		{"no such dm device", "dm-chown", DMNameArgs{Name: "banger-seamtest-missing"}, ""},
+		{"no such dm device", "dm-chown", DMNameArgs{Name: "banger-seamtest-missing"}, "not_found"},
 	}
 }
 

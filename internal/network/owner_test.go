@@ -126,9 +126,25 @@ func TestPrivilegedTapOwnerChecked(t *testing.T) {
 		t.Error("bgt-stolen exists after a refused rename")
 	}
 
+	// OwnTap (the daemon's check before it takes over a pool tap by name)
+	// agrees: the owner's, nobody else's, and never an unmarked tap.
+	rawTap(t, "bgt-unmarked", 1000, "")
+	for _, c := range []struct {
+		tap  string
+		uid  int
+		want bool
+	}{{"bgt-mine", 1000, true}, {"bgt-mine", 4242, false}, {"bgt-mine", 0, false}, {"bgt-unmarked", 1000, false}, {"bgt-absent", 1000, false}} {
+		if got := OwnTap(c.tap, c.uid); got != c.want {
+			t.Errorf("OwnTap(%s, %d) = %v, want %v", c.tap, c.uid, got, c.want)
+		}
+	}
+
 	// A marked tap without an owner is nobody's: the netlink library reads
 	// the missing owner as uid 0, root must still be refused.
 	rawTap(t, "bgt-noowner", -1, TapAlias)
+	if OwnTap("bgt-noowner", 0) {
+		t.Error("OwnTap: an ownerless tap counted as root's")
+	}
 	wantRefused(t, "DeleteTap of an ownerless tap as root", DeleteTap("bgt-noowner", 0), "has no owner")
 	mustLink(t, "bgt-noowner")
 

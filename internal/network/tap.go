@@ -274,3 +274,15 @@ func RenameTap(from, to string, uid int) error {
 	}
 	return nil
 }
+
+// OwnTap reports whether the tap name carries banger's mark and is owned by
+// uid (TUNSETOWNER), read without privilege. The daemon uses it before it
+// takes over a leftover tap by name.
+func OwnTap(name string, uid int) bool {
+	link, err := netlink.LinkByName(name)
+	if err != nil || link.Attrs().Alias != TapAlias {
+		return false
+	}
+	owner, set, err := tunOwner(link.Attrs().Index)
+	return err == nil && set && int(owner) == uid
+}
