@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"banger/internal/api"
@@ -93,6 +94,12 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 func (c *Client) Ping(ctx context.Context) (api.DaemonStatus, error) {
 	var st api.DaemonStatus
 	err := c.Call(ctx, api.MethodDaemonStatus, nil, &st)
+	// A daemon killed a moment ago can still hold its socket while its
+	// threads exit: the connect succeeds and the request is reset. For a
+	// status probe that is no daemon, not a failure.
+	if err != nil && !errors.Is(err, ErrNoDaemon) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		return st, fmt.Errorf("%w (the connection to %s was reset: %v)", ErrNoDaemon, c.socket, err)
+	}
 	return st, err
 }
 

@@ -1,0 +1,40 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A daemon killed a moment ago can accept a connection and drop it: a
+// status probe must read that as no daemon, so `daemon start` starts one.
+func TestPingOnDroppedConnectionIsNoDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close() // no reply: EOF (or a reset) on the client
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := New(sock).Ping(ctx); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("Ping against a dropping listener: %v, want ErrNoDaemon", err)
+	}
+	// A socket nobody listens on is no daemon too, as before.
+	ln.Close()
+	if _, err := New(sock).Ping(ctx); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("Ping against a closed socket: %v, want ErrNoDaemon", err)
+	}
+}
