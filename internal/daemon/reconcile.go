@@ -232,7 +232,10 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	d.rebuildDNS(wctx)
 }
 
-// rebuildDNS publishes exactly the VMs recorded running.
+// rebuildDNS publishes exactly the VMs recorded running. A VM whose lock an
+// operation holds keeps what that operation published (a booting VM is
+// recorded running before its agent answers, and its start publishes the
+// name only once it is healthy, or never when it died during boot).
 func (d *Daemon) rebuildDNS(ctx context.Context) {
 	if d.net.records == nil {
 		return
@@ -244,8 +247,17 @@ func (d *Daemon) rebuildDNS(ctx context.Context) {
 	}
 	records := map[string]netip.Addr{}
 	for _, v := range vms {
-		if v.State == api.StateRunning {
-			records[v.Name] = v.IP
+		unlock, ok := d.locks.tryLock(v.ID)
+		if !ok {
+			if ip, published := d.net.records.LookupName(v.Name); published {
+				records[v.Name] = ip
+			}
+			continue
+		}
+		cur, err := d.store.GetVM(ctx, v.ID) // as of now, under its lock
+		unlock()
+		if err == nil && cur.State == api.StateRunning {
+			records[cur.Name] = cur.IP
 		}
 	}
 	d.net.records.Replace(records)

@@ -16,6 +16,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/dns"
 	"banger/internal/procwatch"
 	"banger/internal/store"
 )
@@ -488,5 +489,45 @@ func TestDaemonThreadsWith200VMs(t *testing.T) {
 	}
 	if left := len(d.vms.all()); left != 0 {
 		t.Errorf("%d processes still tracked", left)
+	}
+}
+
+// A VM an operation holds (a start waiting for its agent) is recorded
+// running before its name is published: a reconcile meanwhile must not
+// publish it, and must keep it once published; free VMs follow the store.
+func TestRebuildDNSLeavesLockedVMsAlone(t *testing.T) {
+	d := unitDaemon(t)
+	if d.net == nil {
+		d.net = &netState{}
+	}
+	d.net.records = dns.NewRecords()
+	booting, free := addVM(t, d, "booting"), addVM(t, d, "free")
+	for _, vm := range []*store.VM{&booting, &free} {
+		vm.State = api.StateRunning
+		if err := d.store.UpdateVM(context.Background(), vm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlock := d.locks.lock(booting.ID)
+	d.rebuildDNS(context.Background())
+	if _, ok := d.net.records.LookupName("booting"); ok {
+		t.Error("a locked, booting vm was published by a reconcile")
+	}
+	if _, ok := d.net.records.LookupName("free"); !ok {
+		t.Error("a running, unlocked vm was not published")
+	}
+	d.net.records.Set("booting", booting.IP) // the start publishes it once healthy
+	d.rebuildDNS(context.Background())
+	if _, ok := d.net.records.LookupName("booting"); !ok {
+		t.Error("a reconcile dropped the name a locked vm's start published")
+	}
+	unlock()
+	booting.State = api.StateStopped
+	if err := d.store.UpdateVM(context.Background(), &booting); err != nil {
+		t.Fatal(err)
+	}
+	d.rebuildDNS(context.Background())
+	if _, ok := d.net.records.LookupName("booting"); ok {
+		t.Error("a stopped, unlocked vm is still published")
 	}
 }
