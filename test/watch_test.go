@@ -132,13 +132,6 @@ func (e *env) setStoredPID(name string, pid int) {
 	}
 }
 
-func (e *env) killDaemon() {
-	e.t.Helper()
-	dpid := e.daemonPID()
-	syscall.Kill(dpid, syscall.SIGKILL)
-	waitGone(e.t, dpid)
-}
-
 func startDecoy(t *testing.T) *os.Process {
 	t.Helper()
 	p, err := os.StartProcess("/bin/sleep", []string{"sleep", "300"}, &os.ProcAttr{})
@@ -159,7 +152,7 @@ func TestAdoptDecoyPID(t *testing.T) {
 	e.ok("vm", "create", "live")
 	e.ok("vm", "create", "dead")
 	live, dead := e.vm("live"), e.vm("dead")
-	e.killDaemon()
+	e.killDaemon(e.daemonPID())
 	syscall.Kill(dead.PID, syscall.SIGKILL)
 	waitGone(t, dead.PID)
 	d1, d2 := startDecoy(t), startDecoy(t)
@@ -232,7 +225,7 @@ func TestAdoptManyThreads(t *testing.T) {
 		t.Fatal(msg)
 	}
 	created := e.daemonThreads()
-	e.killDaemon()
+	e.killDaemon(e.daemonPID())
 	e.ok("daemon", "start")
 	vms := e.vms()
 	for _, v := range vms {
