@@ -17,11 +17,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"sort"
@@ -167,16 +167,15 @@ func (c *Client) call(ctx context.Context, op string, args, out any) error {
 }
 
 func (c *Client) viaSudo(ctx context.Context, op string, in []byte) (json.RawMessage, error) {
-	cmd := exec.CommandContext(ctx, c.opts.Sudo, "-n", c.opts.HelperPath, "internal", op)
-	cmd.Stdin = bytes.NewReader(in)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	runErr := cmd.Run()
-	if stdout.Len() > 0 {
+	stdout, stderr, runErr := command.Cmd{
+		Name:  c.opts.Sudo,
+		Args:  []string{"-n", c.opts.HelperPath, "internal", op},
+		Stdin: bytes.NewReader(in),
+	}.Run(ctx)
+	if len(stdout) > 0 {
 		var r reply
-		if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("privileged op %s: unreadable helper reply %q: %w", op, trim(stdout.String()), err)
+		if err := json.Unmarshal(stdout, &r); err != nil {
+			return nil, fmt.Errorf("privileged op %s: unreadable helper reply %q: %w", op, trim(string(stdout)), err)
 		}
 		if err := r.err(op); err != nil {
 			return nil, err
@@ -186,9 +185,9 @@ func (c *Client) viaSudo(ctx context.Context, op string, in []byte) (json.RawMes
 		}
 	}
 	if runErr != nil {
-		msg := trim(stderr.String())
+		msg := trim(string(stderr))
 		if msg == "" {
-			msg = runErr.Error()
+			msg = errors.Unwrap(runErr).Error() // as os/exec said it: exit status, not found
 		}
 		return nil, fmt.Errorf("privileged op %s needs root: `%s -n %s internal %s` failed: %s; install the helper and the sudoers drop-in %s with `sudo make install-helper`",
 			op, c.opts.Sudo, c.opts.HelperPath, op, msg, SudoersPath)

@@ -18,7 +18,6 @@ package hostops
 // one link; the public key travels as text and is parsed.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -30,7 +29,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -41,6 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/beneath"
+	"banger/internal/command"
 )
 
 const (
@@ -259,13 +258,15 @@ func opImageMkfs(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 		return nil, fmt.Errorf("truncating %s: %w", a.Out, err)
 	}
 	// mkfs gets the file by descriptor, never by the caller's path.
-	cmd := exec.CommandContext(ctx, "mkfs.ext4", "-F", "-q", "-L", a.Label, "-d", filepath.Join(staging, "root"),
-		"/dev/fd/3", strconv.FormatInt(a.SizeBytes>>10, 10)+"k")
-	cmd.ExtraFiles = []*os.File{out}
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("mkfs.ext4 -d into %s: %w: %s", a.Out, err, trim(buf.String()))
+	said, _, err := command.Cmd{
+		Name: "mkfs.ext4",
+		Args: []string{"-F", "-q", "-L", a.Label, "-d", filepath.Join(staging, "root"),
+			"/dev/fd/3", strconv.FormatInt(a.SizeBytes>>10, 10) + "k"},
+		ExtraFiles: []*os.File{out},
+		Combined:   true,
+	}.Run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mkfs.ext4 -d into %s: %w: %s", a.Out, errors.Unwrap(err), trim(string(said)))
 	}
 	return nil, nil
 }
@@ -286,7 +287,7 @@ func opImageRemoveStaging(ctx context.Context, c Caller, raw json.RawMessage) (a
 }
 
 func findDebootstrap() (string, error) {
-	if p, err := exec.LookPath("debootstrap"); err == nil {
+	if p, err := command.LookPath("debootstrap"); err == nil {
 		return p, nil
 	}
 	for _, p := range []string{"/usr/sbin/debootstrap", "/sbin/debootstrap"} {
@@ -516,27 +517,9 @@ func copyFileFrom(src *os.File, dst string, mode os.FileMode) error {
 // runLogged runs a long build command and, on failure, returns the tail of
 // its combined output formatted for an error message.
 func runLogged(ctx context.Context, env []string, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	if env != nil {
-		cmd.Env = env
-	}
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	if err := cmd.Run(); err != nil {
-		return "\n" + tailLines(buf.String(), 20), err
+	tail, _, err := command.Cmd{Name: name, Args: args, Env: env, Tail: 20}.Run(ctx)
+	if err != nil {
+		return "\n" + string(tail), errors.Unwrap(err)
 	}
 	return "", nil
-}
-
-func tailLines(s string, n int) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
 }

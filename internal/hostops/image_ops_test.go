@@ -256,3 +256,22 @@ func TestImageMkfsAndStaging(t *testing.T) {
 		t.Errorf("staging still there: %v", err)
 	}
 }
+
+// TestRunLoggedReportsTheBuildsTail pins the shape of the debootstrap and
+// customize errors: the exit status as os/exec words it, then the last 20
+// lines of stdout and stderr together.
+func TestRunLoggedReportsTheBuildsTail(t *testing.T) {
+	ctx := context.Background()
+	script := `i=1; while [ $i -le 30 ]; do echo "step $i"; i=$((i+1)); done; echo "$BUILD_ENV" >&2; exit 100`
+	out, err := runLogged(ctx, []string{"BUILD_ENV=E: Unable to locate package nope"}, "sh", "-c", script)
+	if err == nil || err.Error() != "exit status 100" {
+		t.Fatalf("runLogged error = %v, want exit status 100", err)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) != 21 || lines[0] != "" || lines[1] != "step 12" || lines[20] != "E: Unable to locate package nope" {
+		t.Errorf("runLogged tail = %q, want a newline then steps 12-30 and the stderr line", out)
+	}
+	if out, err := runLogged(ctx, nil, "sh", "-c", "echo fine"); err != nil || out != "" {
+		t.Errorf("a build that succeeds = %q, %v", out, err)
+	}
+}

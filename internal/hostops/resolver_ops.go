@@ -1,6 +1,7 @@
 package hostops
 
 import (
+	"banger/internal/command"
 	"bufio"
 	"bytes"
 	"context"
@@ -10,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -135,7 +135,7 @@ type HostResolver struct {
 // is on PATH and /run/systemd/resolve exists, otherwise dnsmasq (the
 // instance NetworkManager runs when its configuration says dns=dnsmasq).
 func DetectResolver() HostResolver {
-	return detectResolver("/", exec.LookPath)
+	return detectResolver("/", command.LookPath)
 }
 
 func detectResolver(root string, lookPath func(string) (string, error)) HostResolver {
