@@ -14,13 +14,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"banger/internal/command"
 	"banger/internal/hostops"
 )
 
@@ -364,7 +364,7 @@ func copyTree(src, dst string) error {
 // HaveDebootstrap reports whether debootstrap is installed, looking on PATH
 // and in the sbin directories a user's PATH often lacks.
 func HaveDebootstrap() bool {
-	if _, err := exec.LookPath("debootstrap"); err == nil {
+	if _, err := command.LookPath("debootstrap"); err == nil {
 		return true
 	}
 	for _, p := range []string{"/usr/sbin/debootstrap", "/sbin/debootstrap"} {

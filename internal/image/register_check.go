@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"runtime"
 	"strconv"
 	"strings"
 
+	"banger/internal/command"
 	"banger/internal/hostops"
 )
 
@@ -114,7 +114,7 @@ func CheckRootfs(ctx context.Context, p string) (string, error) {
 	case fsBytes > fi.Size():
 		return "", fmt.Errorf("rootfs %s is truncated: %d bytes, its ext4 filesystem needs %d", p, fi.Size(), fsBytes)
 	}
-	if _, err := exec.LookPath("debugfs"); err != nil {
+	if _, err := command.LookPath("debugfs"); err != nil {
 		return "", fmt.Errorf("checking rootfs %s for an init: %w", p, ErrNoDebugfs)
 	}
 	fs := &extFS{ctx: ctx, image: p}
@@ -251,19 +251,17 @@ func (x *extFS) run(req string) (string, error) {
 	if x.runs++; x.runs > maxDebugfsRuns {
 		return "", errors.New("too many lookups")
 	}
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(x.ctx, "debugfs", "-R", req, x.image)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("debugfs %s: %v: %s", req, err, strings.TrimSpace(errb.String()))
+	out, errb, err := command.Output(x.ctx, "debugfs", "-R", req, x.image)
+	if err != nil {
+		return "", fmt.Errorf("debugfs %s: %v: %s", req, errors.Unwrap(err), strings.TrimSpace(string(errb)))
 	}
-	for _, line := range strings.Split(errb.String(), "\n") {
+	for _, line := range strings.Split(string(errb), "\n") {
 		line = strings.TrimSpace(line)
 		if line != "" && !strings.HasPrefix(line, "debugfs ") {
 			return "", errors.New(line)
 		}
 	}
-	return strings.TrimSpace(out.String()), nil
+	return strings.TrimSpace(string(out)), nil
 }
 
 // quote puts a path in double quotes for debugfs's command parser.

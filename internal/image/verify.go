@@ -1,17 +1,16 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/command"
 )
 
 // VMs is what Verify needs from the daemon.
@@ -237,31 +236,28 @@ func (s SystemSSH) Args(host, command string) []string {
 }
 
 // RunSSH implements SSHRunner.
-func (s SystemSSH) RunSSH(ctx context.Context, host, command string) (string, int, error) {
+func (s SystemSSH) RunSSH(ctx context.Context, host, remote string) (string, int, error) {
 	bin := s.Bin
 	if bin == "" {
 		bin = "ssh"
 	}
-	path, err := exec.LookPath(bin)
+	path, err := command.LookPath(bin)
 	if err != nil {
 		return "", 0, fmt.Errorf("ssh is not on PATH: install the OpenSSH client (Debian: apt install openssh-client)")
 	}
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, path, s.Args(host, command)...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
-	var ee *exec.ExitError
+	out, errb, err := command.Output(ctx, path, s.Args(host, remote)...)
+	code := command.ExitCode(err)
 	switch {
 	case err == nil:
-		return out.String(), 0, nil
-	case errors.As(err, &ee):
-		text := out.String()
-		if ee.ExitCode() == 255 {
-			text = errb.String()
+		return string(out), 0, nil
+	case code >= 0:
+		text := string(out)
+		if code == 255 {
+			text = string(errb)
 		}
-		return text, ee.ExitCode(), nil
-	default:
-		return "", 0, fmt.Errorf("running ssh to %s: %w", host, err)
+		return text, code, nil
+	default: // it did not start, or a signal (a cancelled ctx) killed it
+		return "", 0, fmt.Errorf("running ssh to %s: %w", host, errors.Unwrap(err))
 	}
 }
 

@@ -3,6 +3,8 @@ package image
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +163,39 @@ func TestSystemSSHArgs(t *testing.T) {
 		if !strings.Contains(got, w) {
 			t.Fatalf("args %q lack %q", got, w)
 		}
+	}
+}
+
+// TestSystemSSHRunSSH runs a stand-in ssh: the remote command's exit code
+// and stdout come back, ssh's own failure (255) brings its stderr, and an
+// ssh that never ran or was killed is an error.
+func TestSystemSSHRunSSH(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "fake-ssh")
+	// The last argument is the remote command; the stand-in runs it.
+	script := "#!/bin/sh\nfor a; do last=$a; done\nexec sh -c \"$last\"\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := SystemSSH{Bin: bin, Key: "/k", KnownHosts: "/kh"}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		remote, out string
+		code        int
+	}{
+		{"echo root:x:0:0", "root:x:0:0\n", 0},
+		{"echo partial; exit 3", "partial\n", 3},
+		{"echo ignored; echo 'Connection refused' >&2; exit 255", "Connection refused\n", 255},
+	} {
+		out, code, err := s.RunSSH(ctx, "172.16.0.2", tc.remote)
+		if err != nil || out != tc.out || code != tc.code {
+			t.Errorf("RunSSH(%q) = %q, %d, %v; want %q, %d", tc.remote, out, code, err, tc.out, tc.code)
+		}
+	}
+	if _, _, err := s.RunSSH(ctx, "172.16.0.2", "kill -9 $$"); err == nil || !strings.HasPrefix(err.Error(), "running ssh to 172.16.0.2: signal: killed") {
+		t.Errorf("killed ssh = %v, want an error naming the host", err)
+	}
+	s.Bin = filepath.Join(t.TempDir(), "no-ssh")
+	if _, _, err := s.RunSSH(ctx, "172.16.0.2", "true"); err == nil || !strings.Contains(err.Error(), "ssh is not on PATH") {
+		t.Errorf("missing ssh = %v", err)
 	}
 }

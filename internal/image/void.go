@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/command"
 )
 
 // Registrar records a built image (the daemon's image.register, which
@@ -84,7 +84,7 @@ func ResolveXBPS(explicit string, getenv func(string) string) (string, error) {
 		p = getenv("XBPS_INSTALL")
 	}
 	if p == "" {
-		found, err := exec.LookPath("xbps-install.static")
+		found, err := command.LookPath("xbps-install.static")
 		if err != nil {
 			return "", errors.New("the static xbps-install is missing: download https://repo-default.voidlinux.org/static/xbps-static-latest.x86_64-musl.tar.xz, unpack it and put usr/bin/xbps-install.static on PATH, or set XBPS_INSTALL to its path")
 		}
@@ -193,9 +193,7 @@ func BuildVoid(ctx context.Context, opts VoidOptions) (api.Image, error) {
 // elapsed time to out and everything to log; on failure the error carries
 // the last lines of its output.
 func runScript(ctx context.Context, name string, args []string, start time.Time, out, log io.Writer) error {
-	cmd := exec.CommandContext(ctx, name, args...)
 	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
 	var tail []string
 	done := make(chan struct{})
 	go func() {
@@ -217,7 +215,7 @@ func runScript(ctx context.Context, name string, args []string, start time.Time,
 		}
 		io.Copy(io.Discard, pr)
 	}()
-	err := cmd.Run()
+	_, _, err := command.Cmd{Name: name, Args: args, Stdout: pw, Stderr: pw}.Run(ctx)
 	pw.Close()
 	<-done
 	if err != nil {
@@ -225,7 +223,7 @@ func runScript(ctx context.Context, name string, args []string, start time.Time,
 		if name == "sudo" && strings.Contains(msg, "password is required") {
 			msg = "sudo -n needs a password: building an image runs the script as root; run `sudo banger image build void` or allow it in sudoers"
 		}
-		return fmt.Errorf("running %s: %v: %s", VoidScript, err, msg)
+		return fmt.Errorf("running %s: %v: %s", VoidScript, errors.Unwrap(err), msg)
 	}
 	return nil
 }
