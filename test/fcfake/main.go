@@ -1,7 +1,7 @@
 // Command fcfake is a fake Firecracker for banger's tests. It behaves like
 // Firecracker v1.16.1 on the wire and as a process, as described in
-// reference/firecracker/SEMANTICS.md, without running a guest: same flags and
-// exit codes, an API socket that is never unlinked, 204/400 with
+// docs/firecracker-semantics.md (cited as SEMANTICS.md §N), without running
+// a guest: same flags and exit codes, an API socket that is never unlinked, 204/400 with
 // fault_message, bodies validated against the spec, kernel/drive/tap/vsock
 // opened at PUT time, InstanceStart once, SendCtrlAltDel ending the process
 // when the guest would reboot through the keyboard controller (reboot=k),
