@@ -6,11 +6,12 @@
 #
 # Offline, or on hosts that need other artifacts than the pinned ones (PVM):
 #   make setup FIRECRACKER_TGZ=/path/firecracker-v1.16.1-x86_64.tgz
-#   make setup GUEST_KERNEL=/path/vmlinux
-# install those local files instead of downloading (FIRECRACKER_TGZ must
-# match the manifest's pinned sha256; GUEST_KERNEL is taken as given). When
-# the kernel cannot be downloaded and GUEST_KERNEL is not given, setup builds
-# one (`make kernel`) and installs that.
+#   make setup FIRECRACKER_BIN=/path/firecracker GUEST_KERNEL=/path/vmlinux
+# install those local files instead of downloading: FIRECRACKER_TGZ is the
+# pinned release tarball (checked against the manifest's sha256);
+# FIRECRACKER_BIN (a binary, e.g. a PVM-capable build) and GUEST_KERNEL are
+# taken as given. When the kernel cannot be downloaded and GUEST_KERNEL is
+# not given, setup builds one (`make kernel`) and installs that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="${PREFIX:-$HOME/.local}"
@@ -32,19 +33,29 @@ toml_get() {
 	' "$manifest"
 }
 
-# local_manifest OUT [TABLE PATH SUM]...: the repo manifest with each TABLE
-# taken from PATH (and SUM, when not empty) instead of its url.
+# local_manifest OUT [TABLE PATH SUM MEMBER]...: the repo manifest with each
+# TABLE taken from the local file PATH instead of its url; SUM and MEMBER
+# replace the manifest's, "-" keeps it, "!" drops the line.
 local_manifest() {
 	local out=$1 IFS=$'\t'
 	shift
 	awk -v spec="$*" '
-		BEGIN { n = split(spec, s, "\t"); for (i = 1; i + 2 <= n; i += 3) { p["[" s[i] "]"] = s[i+1]; h["[" s[i] "]"] = s[i+2] } }
+		BEGIN {
+			n = split(spec, s, "\t")
+			for (i = 1; i + 3 <= n; i += 4) { t = "[" s[i] "]"; p[t] = s[i+1]; v["sha256", t] = s[i+2]; v["member", t] = s[i+3] }
+		}
 		/^\[/ { t = $0 }
 		(t in p) && $1 == "url" { printf "path = \"%s\"\n", p[t]; next }
-		(t in p) && $1 == "sha256" && h[t] != "-" { printf "sha256 = \"%s\"\n", h[t]; next }
+		(t in p) && ($1 == "sha256" || $1 == "member") {
+			r = v[$1, t]
+			if (r == "!") next
+			if (r != "-") { printf "%s = \"%s\"\n", $1, r; next }
+		}
 		{ print }
 	' "$manifest" >"$out"
 }
+
+sum() { sha256sum "$1" | cut -c1-64; }
 
 say "building and installing banger, bangerd and banger-agent into $prefix/bin"
 make -s install PREFIX="$prefix"
@@ -78,25 +89,28 @@ fi
 
 if ! banger runtime show >/dev/null 2>&1; then
 	fc_tgz="${FIRECRACKER_TGZ:-}"
+	fc_bin="${FIRECRACKER_BIN:-}"
 	kernel="${GUEST_KERNEL:-}"
 	fc_url=$(toml_get firecracker url)
 	fc_sum=$(toml_get firecracker sha256)
-	if [ "$pvm" = 1 ] && { [ -z "$fc_tgz" ] || [ -z "$kernel" ]; }; then
-		stop "This host's /dev/kvm comes from the PVM module (/sys/module/kvm_pvm; the CPU has
-no vmx/svm): the pinned Firecracker and kernel cannot boot guests here (the
-guest dies with KVM_EXIT_INTERNAL_ERROR). Guests need a PVM guest kernel and a
-PVM-capable Firecracker build. Build the kernel from a PVM-patched tree with
+	if [ "$pvm" = 1 ] && { [ -z "$fc_bin" ] || [ -z "$kernel" ]; }; then
+		stop "This host's /dev/kvm comes from the PVM module (/sys/module/kvm_pvm; the CPU
+has no vmx/svm), where the pinned Firecracker and kernel cannot boot guests
+(the guest dies with KVM_EXIT_INTERNAL_ERROR). Guests here need a PVM guest
+kernel and a PVM-capable Firecracker build. Build the kernel from a
+PVM-patched kernel tree:
   make kernel KERNEL_SRC=/path/to/pvm-linux KERNEL_FRAGMENTS=scripts/kernel/pvm-guest.config
-then give both to setup (the tarball must hold the member the manifest names,
-or install by hand with \`banger runtime install --manifest FILE\`):
-  make setup FIRECRACKER_TGZ=/path/to/firecracker.tgz GUEST_KERNEL=/path/to/vmlinux"
+then run setup with both:
+  make setup FIRECRACKER_BIN=/path/to/firecracker GUEST_KERNEL=/path/to/vmlinux"
 	fi
-	for f in "$fc_tgz" "$kernel"; do
-		[ -z "$f" ] || [ -r "$f" ] || stop "$f not found (from FIRECRACKER_TGZ or GUEST_KERNEL)"
+	[ -z "$fc_tgz" ] || [ -z "$fc_bin" ] || stop "give FIRECRACKER_TGZ or FIRECRACKER_BIN, not both"
+	for f in "$fc_tgz" "$fc_bin" "$kernel"; do
+		[ -z "$f" ] || [ -r "$f" ] || stop "$f not found (from FIRECRACKER_TGZ, FIRECRACKER_BIN or GUEST_KERNEL)"
 	done
 	spec=()
-	[ -z "$fc_tgz" ] || spec+=(firecracker "$(realpath "$fc_tgz")" -)
-	[ -z "$kernel" ] || spec+=(kernel "$(realpath "$kernel")" "$(sha256sum "$kernel" | cut -c1-64)")
+	[ -z "$fc_tgz" ] || spec+=(firecracker "$(realpath "$fc_tgz")" - -)
+	[ -z "$fc_bin" ] || spec+=(firecracker "$(realpath "$fc_bin")" "$(sum "$fc_bin")" "!")
+	[ -z "$kernel" ] || spec+=(kernel "$(realpath "$kernel")" "$(sum "$kernel")" -)
 	use=$manifest
 	local_toml="${XDG_DATA_HOME:-$HOME/.local/share}/banger/runtime-bundle.local.toml"
 	if [ ${#spec[@]} -gt 0 ]; then
@@ -123,7 +137,7 @@ or takes GUEST_KERNEL=/path/to/vmlinux."
 		fi
 		say "the guest kernel cannot be downloaded; building it from Debian's linux-source-6.1 instead (make kernel: about 20 minutes on 8 cores, cached afterwards)"
 		kernel=$(make -s kernel | tail -n 1) || stop "make kernel failed (see above); or give a kernel: make setup GUEST_KERNEL=/path/to/vmlinux"
-		spec+=(kernel "$kernel" "$(sha256sum "$kernel" | cut -c1-64)")
+		spec+=(kernel "$kernel" "$(sum "$kernel")" -)
 		mkdir -p "$(dirname "$local_toml")"
 		local_manifest "$local_toml" "${spec[@]}"
 		say "installing the runtime bundle with the kernel built here ($kernel) through $local_toml"
