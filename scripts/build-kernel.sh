@@ -121,7 +121,8 @@ if [ "$config_only" = 0 ] && [ -s "$out" ]; then
 fi
 
 tools="make gcc bison flex"
-[ -d "$source" ] || tools="$tools tar xz"
+[ -d "$source" ] || tools="$tools tar"
+case "$source" in *.xz) tools="$tools xz" ;; esac
 [ "$config_only" = 1 ] || tools="$tools bc"
 for tool in $tools; do
 	command -v "$tool" >/dev/null || die "$tool not found; run: apt-get install -y $deps"

@@ -230,12 +230,31 @@ func TestBuildKernelScriptMerge(t *testing.T) {
 	if _, errOut, err := runBuildKernel(t, env, "--config-only", "--source", tree, "--fragment", "/nonexistent.config"); err == nil || !strings.Contains(errOut, "fragment /nonexistent.config not found") {
 		t.Fatalf("missing fragment: %v %s", err, errOut)
 	}
+
+	// A tarball of the tree is extracted into the work directory.
+	if _, err := exec.LookPath("tar"); err == nil {
+		tgz := filepath.Join(t.TempDir(), "linux.tar.gz")
+		if out, err := exec.Command("tar", "-C", filepath.Dir(tree), "-czf", tgz, filepath.Base(tree)).CombinedOutput(); err != nil {
+			t.Fatalf("tar: %v\n%s", err, out)
+		}
+		out, errOut, err := runBuildKernel(t, env, "--config-only", "--source", tgz)
+		if err != nil {
+			t.Fatalf("tarball source: %v\n%s", err, errOut)
+		}
+		checkMerged(t, repoPath(t, "scripts/kernel/banger.config"), strings.TrimSpace(out))
+		if leftovers, _ := filepath.Glob(filepath.Join(cache, "build.*")); len(leftovers) != 0 {
+			t.Fatalf("work directories left in the cache: %v", leftovers)
+		}
+	}
 }
 
 // TestKernelConfigMerge merges banger's fragment over the real defconfig of
 // Debian's linux-source-6.1 (what `make kernel` does before compiling) and
 // checks every fragment option in the result, then shows that the PVM
 // fragment cannot be satisfied by that tree (it needs a PVM-patched one).
+// The tree is extracted once and used read-only for both runs (the script
+// builds out of tree); the script's own extraction is covered by
+// TestBuildKernelScriptMerge.
 func TestKernelConfigMerge(t *testing.T) {
 	const tarball = "/usr/src/linux-source-6.1.tar.xz"
 	if testing.Short() {
@@ -244,23 +263,53 @@ func TestKernelConfigMerge(t *testing.T) {
 	if _, err := os.Stat(tarball); err != nil {
 		t.Skipf("needs Debian's kernel source %s (apt-get install linux-source-6.1; CI installs it)", tarball)
 	}
-	for _, tool := range []string{"make", "gcc", "bison", "flex", "tar", "xz", "dpkg-query"} {
+	for _, tool := range []string{"make", "gcc", "bison", "flex", "tar", "xz"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (apt-get install build-essential bison flex xz-utils; CI installs them)", tool)
 		}
 	}
-	env := []string{"BANGER_KERNEL_CACHE=" + t.TempDir(), "KERNEL_FRAGMENTS=", "KERNEL_SRC="}
 	start := time.Now()
-	out, errOut, err := runBuildKernel(t, env, "--config-only")
+	src := t.TempDir()
+	if out, err := exec.Command("tar", "-C", src, "-xf", tarball).CombinedOutput(); err != nil {
+		t.Fatalf("extracting %s: %v\n%s", tarball, err, out)
+	}
+	tree := filepath.Join(src, "linux-source-6.1")
+	t.Logf("extract: %s", time.Since(start).Round(time.Second))
+
+	env := []string{"BANGER_KERNEL_CACHE=" + t.TempDir(), "KERNEL_FRAGMENTS=", "KERNEL_SRC="}
+	start = time.Now()
+	out, errOut, err := runBuildKernel(t, env, "--config-only", "--source", tree)
 	if err != nil {
 		t.Fatalf("build-kernel.sh --config-only: %v\n%s", err, errOut)
 	}
-	t.Logf("extract + defconfig + merge + olddefconfig: %s", time.Since(start).Round(time.Second))
-	config := strings.TrimSpace(out)
-	checkMerged(t, repoPath(t, "scripts/kernel/banger.config"), config)
+	t.Logf("defconfig + merge + olddefconfig: %s", time.Since(start).Round(time.Second))
+	checkMerged(t, repoPath(t, "scripts/kernel/banger.config"), strings.TrimSpace(out))
 
-	_, errOut, err = runBuildKernel(t, env, "--config-only", "--fragment", repoPath(t, "scripts/kernel/pvm-guest.config"))
-	if err == nil || !strings.Contains(errOut, "CONFIG_PVM_GUEST=y") {
+	_, errOut, err = runBuildKernel(t, env, "--config-only", "--source", tree, "--fragment", repoPath(t, "scripts/kernel/pvm-guest.config"))
+	if err == nil || !strings.Contains(errOut, "CONFIG_PVM_GUEST=y") || !strings.Contains(errOut, "CONFIG_X86_PIE=y") {
 		t.Fatalf("the PVM fragment on a stock 6.1 tree: err %v\n%s", err, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(tree, ".config")); !os.IsNotExist(err) {
+		t.Fatalf("the source tree was written to: %v", err)
+	}
+}
+
+// TestSetupScriptsCheck runs bash -n and shellcheck on the scripts a new
+// user runs first (setup, the test tiers, CI); build-kernel.sh is checked
+// with the image scripts.
+func TestSetupScriptsCheck(t *testing.T) {
+	for _, s := range []string{"scripts/setup.sh", "scripts/test.sh", ".ci/run"} {
+		p := repoPath(t, s)
+		t.Run(s, func(t *testing.T) {
+			if out, err := exec.Command("bash", "-n", p).CombinedOutput(); err != nil {
+				t.Fatalf("bash -n %s: %v\n%s", s, err, out)
+			}
+			if _, err := exec.LookPath("shellcheck"); err != nil {
+				t.Skip("shellcheck not installed (apt-get install shellcheck); bash -n passed")
+			}
+			if out, err := exec.Command("shellcheck", "-x", p).CombinedOutput(); err != nil {
+				t.Errorf("shellcheck %s: %v\n%s", s, err, out)
+			}
+		})
 	}
 }
