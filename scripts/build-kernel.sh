@@ -32,6 +32,9 @@
 # Needs: apt-get install -y linux-source-6.1 build-essential bc bison flex \
 #        libelf-dev libssl-dev xz-utils
 set -euo pipefail
+# The kernel's makes are this script's own: flags of a make that runs it
+# (`make -n`, a jobserver) must not reach them.
+unset MAKEFLAGS MFLAGS MAKEOVERRIDES MAKELEVEL
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 base_fragment="$here/kernel/banger.config"
@@ -150,6 +153,7 @@ kmake() { make -s -C "$tree" O="$build" ARCH=x86_64 "$@"; }
 
 log "make defconfig"
 kmake defconfig >/dev/null
+grep -q '^CONFIG_' "$build/.config" 2>/dev/null || die "make defconfig in $tree wrote no .config"
 log "merging ${fragments[*]}"
 "$tree/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "${fragments[@]}" >"$work/merge.log" 2>&1 ||
 	{ cat "$work/merge.log" >&2; die "merge_config.sh failed"; }

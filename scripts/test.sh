@@ -14,11 +14,10 @@
 #   image   scripts/test-image.sh: the Debian image built by banger, booted
 #           under QEMU and checked over SSH (root, qemu-system-x86, debootstrap)
 #
-# Environment (set by the Makefile): GO, MAKE, TESTFLAGS.
+# Environment (set by the Makefile): GO, TESTFLAGS.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 GO=${GO:-go}
-MAKE=${MAKE:-make}
 # shellcheck disable=SC2206 # TESTFLAGS is a list of go test flags
 testflags=(${TESTFLAGS:-})
 
@@ -61,7 +60,7 @@ image_tier() {
 	fi
 }
 
-tier build "$MAKE" -s build fcfake
+tier build make -s build fcfake
 built=$last
 tier vet vet
 tier unit "$GO" test -count=1 -timeout 30m "${testflags[@]}" ./...
