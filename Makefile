@@ -61,7 +61,8 @@ install: build ## binaries into $(PREFIX)/bin, the manifest and image scripts in
 # user (SUDO_USER, or HELPER_USER=name).
 install-helper: build
 	@user="$${HELPER_USER:-$${SUDO_USER:-}}"; \
-	if [ -z "$$user" ] || [ "$$user" = root ]; then echo "run as: sudo make install-helper (or set HELPER_USER=name)"; exit 2; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "run as: sudo make install-helper (or set HELPER_USER=name)"; exit 2; fi; \
+	if [ -z "$$user" ] || [ "$$user" = root ]; then echo "install-helper: not needed for root (a root bangerd does privileged work in-process); for a normal user run sudo make install-helper as that user, or set HELPER_USER=name"; exit 0; fi; \
 	install -d -o root -g root -m 0755 $(HELPER_DIR); \
 	install -o root -g root -m 0755 $(BIN)/banger $(HELPER_DIR)/banger; \
 	rm -rf $(HELPER_DIR)/images && cp -R --no-preserve=ownership,mode images $(HELPER_DIR)/images && chown -R root:root $(HELPER_DIR)/images && chmod -R u=rwX,go=rX $(HELPER_DIR)/images; \
