@@ -135,7 +135,7 @@ or takes GUEST_KERNEL=/path/to/vmlinux."
 		if ! grep -q '^banger: cannot fetch kernel ' "$errlog" || [ -n "$kernel" ]; then
 			stop "banger runtime install failed (see above)."
 		fi
-		say "the guest kernel cannot be downloaded; building it from Debian's linux-source-6.1 instead (make kernel: about 20 minutes on 8 cores, cached afterwards)"
+		say "the guest kernel cannot be downloaded; building it from Debian's linux-source-6.1 instead (make kernel: about 12 minutes on 2 cores, cached afterwards)"
 		kernel=$(make -s kernel | tail -n 1) || stop "make kernel failed (see above); or give a kernel: make setup GUEST_KERNEL=/path/to/vmlinux"
 		spec+=(kernel "$kernel" "$(sum "$kernel")" -)
 		mkdir -p "$(dirname "$local_toml")"
