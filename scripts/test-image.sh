@@ -5,7 +5,7 @@
 # emulation (-machine microvm -accel tcg) with the kernel line of DESIGN.md
 # §5, and check it over real SSH with the bundle key.
 #
-# Kernel: the cached Firecracker-config kernel from scripts/build-kernel.sh
+# Kernel: the cached guest kernel from scripts/build-kernel.sh (make kernel)
 # when present, else Debian's linux-image-cloud-amd64 (downloaded with
 # apt-get download and unpacked, never installed) with a small initramfs
 # that loads the virtio modules.
@@ -168,9 +168,9 @@ if [ -z "$kernel" ]; then
 	[ -s "$kernel" ] || kernel=""
 fi
 if [ -n "$kernel" ]; then
-	log "kernel: $kernel (Firecracker CI config)"
+	log "kernel: $kernel (banger's kernel config)"
 else
-	log "no cached Firecracker kernel (make kernel); falling back to Debian's linux-image-cloud-amd64"
+	log "no cached guest kernel (make kernel); falling back to Debian's linux-image-cloud-amd64"
 	cloud_kernel "$work/cloud"
 	kernel="$work/cloud/vmlinuz"
 	initrd="$work/cloud/initrd.img"

@@ -57,22 +57,21 @@ func exeDir() string {
 	return filepath.Dir(exe)
 }
 
-// findManifest returns flag, else runtime-bundle.toml in the working
-// directory, else the one of the checkout the binary was built in.
-func findManifest(flag string) string {
-	if flag != "" {
-		return flag
-	}
-	const name = "runtime-bundle.toml"
-	if _, err := os.Stat(name); err == nil {
-		return name
-	}
-	if d := exeDir(); d != "" {
-		if p := filepath.Join(d, "..", "..", name); fileExists(p) {
-			return p
+// findManifest returns the manifest to use (see image.FindManifest).
+func findManifest(flag string) (string, error) {
+	cwd, _ := os.Getwd()
+	return image.FindManifest(flag, cwd, exeDir())
+}
+
+// manifestArtifacts lists the tables m has, in install order.
+func manifestArtifacts(m *image.Manifest) []string {
+	var out []string
+	for _, n := range image.ArtifactNames() {
+		if m.Get(n) != nil {
+			out = append(out, n)
 		}
 	}
-	return name
+	return out
 }
 
 func fileExists(p string) bool {
@@ -106,11 +105,24 @@ generated when the bundle has none.`,
 				if !ok || name == "" {
 					return usageErrorf("--sha256-override %q: use NAME=SHA256, e.g. kernel=<64 hex digits>", o)
 				}
-				ov[name] = strings.ToLower(sum)
+				sum = strings.ToLower(sum)
+				if !image.ValidSHA256(sum) {
+					return usageErrorf("--sha256-override %s=%s: the sum must be 64 hex digits (the output of sha256sum)", name, sum)
+				}
+				ov[name] = sum
 			}
-			m, warns, err := image.LoadManifest(findManifest(manifest))
+			path, err := findManifest(manifest)
 			if err != nil {
 				return usageErrorf("%v", err)
+			}
+			m, warns, err := image.LoadManifest(path)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			for name := range ov {
+				if m.Get(name) == nil {
+					return usageErrorf("--sha256-override %s: the manifest %s has no [%s]; its artifacts are %s", name, m.File, name, strings.Join(manifestArtifacts(m), ", "))
+				}
 			}
 			for _, w := range warns {
 				fmt.Fprintf(a.stderr, "banger: warning: %s\n", w)
@@ -124,7 +136,12 @@ generated when the bundle has none.`,
 				RuntimeDir: dir, Manifest: m, Agent: agentPath, SHA256Overrides: ov, Progress: a.stderr,
 			})
 			if err != nil {
-				return failf("%v", err)
+				// One line per artifact that could not be fetched or checked.
+				for _, line := range strings.Split(err.Error(), "\n") {
+					fmt.Fprintf(a.stderr, "banger: %s\n", line)
+				}
+				fmt.Fprintf(a.stderr, "banger: nothing was installed in %s\n", dir)
+				return &silentExit{code: ExitFailed}
 			}
 			fmt.Fprintf(a.stdout, "installed runtime bundle in %s\n", dir)
 			t := newTable(a.stdout)
@@ -138,16 +155,20 @@ generated when the bundle has none.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&manifest, "manifest", "", "bundle manifest (default: runtime-bundle.toml here or in banger's checkout)")
+	f.StringVar(&manifest, "manifest", "", "bundle manifest (default: runtime-bundle.toml here, in banger's checkout, or installed beside banger in ../share/banger)")
 	f.StringVar(&agent, "agent", "", "banger-agent binary (default: the one next to banger)")
 	f.StringArrayVar(&overrides, "sha256-override", nil, "NAME=SHA256: expected sum of an artifact whose manifest sha256 is empty or outdated (repeatable)")
 	return cmd
 }
 
-// runtimeShow is `runtime show --json`'s output.
+// runtimeShow is `runtime show --json`'s output. Without a readable
+// bundle it is {"installed": false, "dir": ..., "files": [], "ok": false,
+// "error": ...}.
 type runtimeShow struct {
+	Installed          bool               `json:"installed"`
 	Dir                string             `json:"dir"`
-	InstalledAt        time.Time          `json:"installed_at"`
+	InstalledAt        *time.Time         `json:"installed_at,omitempty"`
+	Error              string             `json:"error,omitempty"`
 	Manifest           string             `json:"manifest,omitempty"`
 	Files              []image.FileStatus `json:"files"`
 	FirecrackerVersion string             `json:"firecracker_version,omitempty"`
@@ -171,9 +192,19 @@ func (a *app) runtimeShowCmd() *cobra.Command {
 			dir := l.Config.RuntimeDir
 			b, warns, err := image.ReadBundle(dir)
 			if err != nil {
-				return failf("%v", err)
+				if !jsonOut {
+					return failf("%v", err)
+				}
+				if err := writeJSON(a.stdout, runtimeShow{Dir: dir, Error: err.Error(), Files: []image.FileStatus{}}); err != nil {
+					return err
+				}
+				return &silentExit{code: ExitFailed}
 			}
-			out := runtimeShow{Dir: dir, InstalledAt: b.InstalledAt, Manifest: b.Manifest, Files: image.Inspect(dir, b), Warnings: warns, OK: true}
+			at := b.InstalledAt
+			out := runtimeShow{Installed: true, Dir: dir, InstalledAt: &at, Manifest: b.Manifest, Files: image.Inspect(dir, b), Warnings: warns, OK: true}
+			if out.Files == nil {
+				out.Files = []image.FileStatus{}
+			}
 			for _, f := range out.Files {
 				if f.Status != image.StatusOK {
 					out.OK = false
@@ -286,12 +317,16 @@ Without --rootfs-tarball, the manifest's [void_rootfs] is used.`,
 				return usageErrorf("--size %q: %v (use e.g. 4G)", size, err)
 			}
 			if tarball == "" {
-				m, _, err := image.LoadManifest(findManifest(manifest))
+				path, err := findManifest(manifest)
+				if err != nil {
+					return usageErrorf("no --rootfs-tarball given and %v", err)
+				}
+				m, _, err := image.LoadManifest(path)
 				if err != nil {
 					return usageErrorf("no --rootfs-tarball given and %v", err)
 				}
 				if m.VoidRootfs == nil {
-					return usageErrorf("no --rootfs-tarball given and manifest %s has no [void_rootfs]", m.File)
+					return usageErrorf("no --rootfs-tarball given and manifest %s has no [void_rootfs]; pass --rootfs-tarball PATH|URL --sha256 SUM (Void's ROOTFS tarballs are under https://repo-default.voidlinux.org/live/current/)", m.File)
 				}
 				tarball, sum = m.VoidRootfs.Source(), m.VoidRootfs.SHA256
 				if m.VoidRootfs.Path != "" && !filepath.IsAbs(tarball) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,5 +87,58 @@ func TestRuntimeInstallRefusals(t *testing.T) {
 	_, errOut, code = runCLI(t, env, "runtime", "show")
 	if code != ExitFailed || !strings.Contains(errOut, "banger runtime install") {
 		t.Fatalf("show without bundle: exit %d: %s", code, errOut)
+	}
+}
+
+// TestRuntimeOfflineAndJSON: an install whose artifacts are unreachable
+// names each on its own line with the offline route and installs nothing;
+// override sums are checked before anything happens (exit 2); `runtime show
+// --json` prints JSON without a bundle too.
+func TestRuntimeOfflineAndJSON(t *testing.T) {
+	env, _, agent, rt := runtimeFixture(t, "")
+	out, errOut, code := runCLI(t, env, "runtime", "show", "--json")
+	var got runtimeShow
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("show --json without a bundle is not JSON: %v: %q (stderr %q)", err, out, errOut)
+	}
+	if code != ExitFailed || got.Installed || got.OK || got.Dir != rt || !strings.Contains(got.Error, "banger runtime install") || got.Files == nil {
+		t.Fatalf("show --json without a bundle: exit %d %+v", code, got)
+	}
+	if !strings.Contains(out, `"installed": false`) {
+		t.Fatalf("no installed: false in %s", out)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "https://" + l.Addr().String()
+	l.Close()
+	manifest := filepath.Join(t.TempDir(), "runtime-bundle.toml")
+	os.WriteFile(manifest, []byte(fmt.Sprintf("[firecracker]\nurl = %q\nsha256 = %q\n[kernel]\nurl = %q\nsha256 = %q\n",
+		dead+"/fc.tgz", strings.Repeat("a", 64), dead+"/vmlinux", strings.Repeat("b", 64))), 0o644)
+	_, errOut, code = runCLI(t, env, "runtime", "install", "--manifest", manifest, "--agent", agent)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != ExitFailed || len(lines) < 3 {
+		t.Fatalf("offline install: exit %d: %s", code, errOut)
+	}
+	lines = lines[len(lines)-3:]
+	for i, name := range []string{"firecracker", "kernel"} {
+		if !strings.HasPrefix(lines[i], "banger: cannot fetch "+name+" from "+dead) || !strings.Contains(lines[i], "path =") || !strings.Contains(lines[i], "--manifest") {
+			t.Errorf("line %q: want the artifact %s and the offline route", lines[i], name)
+		}
+	}
+	if lines[2] != "banger: nothing was installed in "+rt {
+		t.Errorf("last line %q", lines[2])
+	}
+	if _, err := os.Stat(filepath.Join(rt, "bundle.json")); !os.IsNotExist(err) {
+		t.Fatalf("bundle.json after an offline install: %v", err)
+	}
+
+	for _, ov := range []string{"firecracker=abc", "initrd=" + strings.Repeat("c", 64)} {
+		_, errOut, code = runCLI(t, env, "runtime", "install", "--manifest", manifest, "--agent", agent, "--sha256-override", ov)
+		if code != ExitUsage || !strings.Contains(errOut, "--sha256-override") || strings.Contains(errOut, "cannot fetch") {
+			t.Errorf("--sha256-override %s: exit %d: %s", ov, code, errOut)
+		}
 	}
 }

@@ -64,6 +64,10 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 	if scripts == "" && os.Geteuid() == 0 {
 		return nil, withKind(ErrUnavailable, "image build scripts (images/) not found next to %s; set %s to the repository's images directory", exe, image.ScriptsEnv)
 	}
+	agent, err := imageBuildAgent(d.cfg.VsockAgentPath, exe)
+	if err != nil {
+		return nil, withKind(ErrUnavailable, "%v", err)
+	}
 	modules := filepath.Join(d.cfg.RuntimeDir, image.FileModules)
 	if fi, err := os.Stat(modules); err != nil || !fi.IsDir() {
 		modules = ""
@@ -89,7 +93,7 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 		Out:        filepath.Join(dir, "rootfs.ext4"),
 		WorkDir:    filepath.Join(dir, "build"),
 		SizeBytes:  size,
-		AgentPath:  d.cfg.VsockAgentPath,
+		AgentPath:  agent,
 		SSHKeyPath: d.cfg.SSHKeyPath,
 		ModulesDir: modules,
 		ScriptsDir: scripts,
@@ -118,4 +122,24 @@ func (d *Daemon) rpcImageBuild(ctx context.Context, raw json.RawMessage) (any, e
 	}
 	d.log.Info("built image", "image", img.Name, "id", img.ID, "took", time.Since(start).Round(time.Second), "packages_hash", img.PackagesHash)
 	return out, nil
+}
+
+// imageBuildAgent picks the agent to put in a built image: vsock_agent_path
+// (the runtime bundle's) when it exists, else banger-agent next to the
+// daemon's binary (build/bin, or where `make install` put it), so an image
+// can be built before the bundle is installed.
+func imageBuildAgent(configured, exe string) (string, error) {
+	cands := []string{configured}
+	if exe != "" {
+		if r, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = r
+		}
+		cands = append(cands, filepath.Join(filepath.Dir(exe), image.FileAgent))
+	}
+	for _, c := range cands {
+		if fi, err := os.Stat(c); c != "" && err == nil && fi.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("no guest agent to put in the image: neither %s (vsock_agent_path) nor %s exists; run `banger runtime install`, which installs it, or `make install` in the checkout", cands[0], cands[len(cands)-1])
 }

@@ -182,3 +182,25 @@ func TestImageBuildRPC(t *testing.T) {
 		t.Errorf("staging left after a failed build: %v", host.staging)
 	}
 }
+
+func TestImageBuildAgent(t *testing.T) {
+	dir := t.TempDir()
+	bundled := filepath.Join(dir, "runtime", "banger-agent")
+	exe := filepath.Join(dir, "bin", "bangerd")
+	beside := filepath.Join(dir, "bin", "banger-agent")
+	os.MkdirAll(filepath.Dir(exe), 0o755)
+	os.WriteFile(exe, []byte("daemon"), 0o755)
+
+	if _, err := imageBuildAgent(bundled, exe); err == nil || !strings.Contains(err.Error(), "banger runtime install") || !strings.Contains(err.Error(), beside) {
+		t.Fatalf("no agent anywhere: %v", err)
+	}
+	os.WriteFile(beside, []byte("agent"), 0o755)
+	if got, err := imageBuildAgent(bundled, exe); err != nil || got != beside {
+		t.Fatalf("without a bundle: %q, %v; want the agent next to the daemon", got, err)
+	}
+	os.MkdirAll(filepath.Dir(bundled), 0o755)
+	os.WriteFile(bundled, []byte("agent"), 0o755)
+	if got, err := imageBuildAgent(bundled, exe); err != nil || got != bundled {
+		t.Fatalf("with a bundle: %q, %v; want the bundle's agent", got, err)
+	}
+}

@@ -3,7 +3,7 @@
 // Firecracker process, the process bookkeeping the daemon needs to find,
 // watch and stop it, and the host side of Firecracker's hybrid vsock.
 //
-// Behaviour follows shared/reference/firecracker/SEMANTICS.md: every PUT or
+// Behaviour follows docs/firecracker-semantics.md: every PUT or
 // PATCH answers 204, every GET 200 with JSON, and every error 400 with
 // {"fault_message": ...}.
 package firecracker

@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // ChecksumError is a fetched artifact whose sha256 is not the expected one.
@@ -28,21 +31,69 @@ func (e *ChecksumError) Error() string {
 	return fmt.Sprintf("checksum mismatch for %s (%s): expected sha256 %s, got %s; nothing was installed", e.Artifact, e.Source, e.Expected, e.Actual)
 }
 
+// FetchError is an artifact that could not be fetched at all: an
+// unreachable or refusing server, a failed name lookup, an HTTP error, or a
+// local file that cannot be read. Its message is one line naming the
+// artifact and, for a remote one, the offline route.
+type FetchError struct {
+	Artifact string
+	Source   string
+	Remote   bool
+	Manifest string // the manifest that names it, when known
+	Err      error
+}
+
+func (e *FetchError) Error() string {
+	if !e.Remote {
+		return fmt.Sprintf("cannot fetch %s from %s: %v; fix path = (or url = \"file://...\") under [%s] in the manifest", e.Artifact, e.Source, e.Err, e.Artifact)
+	}
+	m := "the manifest"
+	if e.Manifest != "" {
+		m = e.Manifest
+	}
+	msg := fmt.Sprintf("cannot fetch %s from %s: %v; offline? download it on another machine and install from a copy of %s whose [%s] says path = \"FILE\" (or url = \"file:///FILE\"), same sha256: banger runtime install --manifest COPY",
+		e.Artifact, e.Source, e.Err, m, e.Artifact)
+	if e.Artifact == ArtifactKernel {
+		msg += " (`make kernel` in the checkout builds a kernel to name there)"
+	}
+	return msg
+}
+
+func (e *FetchError) Unwrap() error { return e.Err }
+
 // Fetcher gets artifacts from https URLs and local paths.
 type Fetcher struct {
-	// Client does the https requests; nil means http.DefaultClient.
+	// Client does the https requests; nil means a client with connect and
+	// response-header timeouts (so a firewall that drops packets fails in
+	// seconds, not minutes) that honours HTTPS_PROXY.
 	// Tests inject the client of an httptest TLS server on loopback.
 	Client *http.Client
 }
 
+// Timeouts of the default client.
+const (
+	fetchDialTimeout   = 20 * time.Second
+	fetchHeaderTimeout = 60 * time.Second
+)
+
+func defaultClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: fetchDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = fetchDialTimeout
+	t.ResponseHeaderTimeout = fetchHeaderTimeout
+	return &http.Client{Transport: t}
+}
+
 // Fetch copies the artifact named name (a manifest table) to dst and checks
 // it against want (64 hex digits). Relative paths and file:// URLs resolve
-// against dir.
+// against dir. An artifact that cannot be fetched at all is a *FetchError;
+// one whose sum differs is a *ChecksumError.
 func (f Fetcher) Fetch(ctx context.Context, name string, a Artifact, dir, want, dst string) error {
 	src := a.Source()
+	_, local := localPath(src, dir)
 	r, err := f.open(ctx, src, dir)
 	if err != nil {
-		return fmt.Errorf("fetching %s from %s: %w", name, src, err)
+		return &FetchError{Artifact: name, Source: src, Remote: !local, Err: err}
 	}
 	defer r.Close()
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
@@ -55,7 +106,7 @@ func (f Fetcher) Fetch(ctx context.Context, name string, a Artifact, dir, want, 
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("fetching %s from %s: %w", name, src, err)
+		return &FetchError{Artifact: name, Source: src, Remote: !local, Err: fmt.Errorf("download broke off: %w", err)}
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		return &ChecksumError{Artifact: name, Source: src, Expected: want, Actual: got}
@@ -65,7 +116,15 @@ func (f Fetcher) Fetch(ctx context.Context, name string, a Artifact, dir, want, 
 
 func (f Fetcher) open(ctx context.Context, src, dir string) (io.ReadCloser, error) {
 	if p, ok := localPath(src, dir); ok {
-		return os.Open(p)
+		fh, err := os.Open(p)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %w", p, pe.Err)
+			}
+			return nil, err
+		}
+		return fh, nil
 	}
 	if !strings.HasPrefix(src, "https://") {
 		return nil, fmt.Errorf("only https:// URLs and local paths are supported")
@@ -76,15 +135,15 @@ func (f Fetcher) open(ctx context.Context, src, dir string) (io.ReadCloser, erro
 	}
 	cl := f.Client
 	if cl == nil {
-		cl = http.DefaultClient
+		cl = defaultClient()
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		var ue interface{ Unwrap() error }
+		var ue *url.Error
 		if errors.As(err, &ue) {
-			err = ue.Unwrap()
+			err = ue.Err
 		}
-		return nil, fmt.Errorf("unreachable: %w; check the URL and your network", err)
+		return nil, fmt.Errorf("unreachable (%v)", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()

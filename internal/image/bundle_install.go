@@ -58,7 +58,9 @@ func ResolveAgent(flag, exeDir string, m *Manifest) (string, error) {
 // Install assembles the runtime bundle in opts.RuntimeDir: it fetches every
 // artifact into a temporary directory inside it, checks every sha256, and
 // only then renames the files into place and writes bundle.json. On any
-// error nothing of the new bundle is installed.
+// error nothing of the new bundle is installed. Artifacts that cannot be
+// fetched (*FetchError) or do not match (*ChecksumError) are all reported,
+// joined one per line.
 func Install(ctx context.Context, opts InstallOptions) (*Bundle, error) {
 	m := opts.Manifest
 	now := time.Now
@@ -80,6 +82,7 @@ func Install(ctx context.Context, opts InstallOptions) (*Bundle, error) {
 			return nil, fmt.Errorf("--sha256-override %s=%s: not 64 lowercase hex digits", name, sum)
 		}
 	}
+	var unpinned []error
 	for _, name := range bundleArtifacts() {
 		a := m.Get(name)
 		if a == nil {
@@ -90,9 +93,12 @@ func Install(ctx context.Context, opts InstallOptions) (*Bundle, error) {
 			sum = o
 		}
 		if sum == "" {
-			return nil, fmt.Errorf("manifest %s: [%s] has no sha256; fill it in or pass --sha256-override %s=SUM (the sha256 of %s)", m.File, name, name, a.Source())
+			unpinned = append(unpinned, fmt.Errorf("manifest %s: [%s] has no sha256; fill it in or pass --sha256-override %s=SUM (the sha256 of %s)", m.File, name, name, a.Source()))
 		}
 		want[name] = sum
+	}
+	if len(unpinned) > 0 {
+		return nil, errors.Join(unpinned...)
 	}
 	if opts.Agent == "" {
 		return nil, errors.New("no agent binary given")
@@ -109,6 +115,9 @@ func Install(ctx context.Context, opts InstallOptions) (*Bundle, error) {
 
 	b := &Bundle{Format: BundleFormat, InstalledAt: now().UTC(), Manifest: m.File, Files: map[string]BundleFile{}}
 	staged := map[string]string{} // role -> file name in tmp
+	// Every artifact is tried, so one run names everything that cannot be
+	// fetched or does not match (one line each), not one at a time.
+	var failed []error
 	for _, name := range bundleArtifacts() {
 		a := m.Get(name)
 		if a == nil {
@@ -117,7 +126,18 @@ func Install(ctx context.Context, opts InstallOptions) (*Bundle, error) {
 		say("fetching %s from %s", name, a.Source())
 		dl := filepath.Join(tmp, name+".download")
 		if err := opts.Fetcher.Fetch(ctx, name, *a, m.Dir, want[name], dl); err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			var fe *FetchError
+			if errors.As(err, &fe) {
+				fe.Manifest = m.File
+			}
+			failed = append(failed, err)
+			continue
+		}
+		if len(failed) > 0 {
+			continue
 		}
 		role, file := artifactFile(name)
 		dst := filepath.Join(tmp, file)
@@ -146,6 +166,9 @@ func Install(ctx context.Context, opts InstallOptions) (*Bundle, error) {
 			}
 		}
 		staged[role] = file
+	}
+	if len(failed) > 0 {
+		return nil, errors.Join(failed...)
 	}
 
 	say("copying agent from %s", opts.Agent)

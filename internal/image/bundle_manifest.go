@@ -162,3 +162,35 @@ func localPath(src, dir string) (string, bool) {
 	}
 	return p, true
 }
+
+// ManifestName is the manifest's file name, in a checkout and installed.
+const ManifestName = "runtime-bundle.toml"
+
+// FindManifest picks the manifest `banger runtime install` uses: flag when
+// given, else runtime-bundle.toml in cwd, else the one of the checkout whose
+// build/bin holds the banger binary (exeDir), else the one `make install`
+// put beside the binaries ($PREFIX/share/banger for $PREFIX/bin).
+func FindManifest(flag, cwd, exeDir string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	var cands []string
+	if cwd != "" {
+		cands = append(cands, filepath.Join(cwd, ManifestName))
+	}
+	if exeDir != "" {
+		if filepath.Base(exeDir) == "bin" && filepath.Base(filepath.Dir(exeDir)) == "build" {
+			cands = append(cands, filepath.Join(exeDir, "..", "..", ManifestName))
+		}
+		cands = append(cands, filepath.Join(exeDir, "..", "share", "banger", ManifestName))
+	}
+	for _, c := range cands {
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
+			return filepath.Clean(c), nil
+		}
+	}
+	for i, c := range cands {
+		cands[i] = filepath.Clean(c)
+	}
+	return "", fmt.Errorf("no %s found (looked at %s); pass --manifest FILE, or run `make install` in the banger checkout, which installs it beside the binaries", ManifestName, strings.Join(cands, ", "))
+}

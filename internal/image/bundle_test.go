@@ -219,8 +219,9 @@ func TestInstallRefusesAndInstallsNothing(t *testing.T) {
 		checksum  bool
 	}{
 		{"corrupted artifact", fs.srv.URL + "/corrupt", sum(kernel), nil, []string{"checksum mismatch for kernel", sum(kernel), sum([]byte("kernel bytez"))}, true},
-		{"unreachable url", dead, sum(kernel), nil, []string{"fetching kernel from " + dead, "unreachable"}, false},
-		{"not found", fs.srv.URL + "/missing", sum(kernel), nil, []string{"fetching kernel", "404"}, false},
+		{"unreachable url", dead, sum(kernel), nil, []string{"cannot fetch kernel from " + dead, "unreachable", "connection refused", `[kernel] says path = "FILE"`, "--manifest"}, false},
+		{"not found", fs.srv.URL + "/missing", sum(kernel), nil, []string{"cannot fetch kernel", "server answered 404", "--manifest"}, false},
+		{"missing local file", "file:///nonexistent/vmlinux", sum(kernel), nil, []string{"cannot fetch kernel from file:///nonexistent/vmlinux: /nonexistent/vmlinux: no such file", "fix path ="}, false},
 		{"empty sha256", fs.srv.URL + "/vmlinux", "", nil, []string{"[kernel] has no sha256", "--sha256-override kernel=SUM"}, false},
 		{"override mismatch", fs.srv.URL + "/vmlinux", "", map[string]string{"kernel": sum([]byte("other"))}, []string{"checksum mismatch for kernel"}, true},
 		{"override unknown", fs.srv.URL + "/vmlinux", sum(kernel), map[string]string{"initrd": sum(kernel)}, []string{"no [initrd]"}, false},

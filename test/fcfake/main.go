@@ -1,9 +1,9 @@
 // Command fcfake is a fake Firecracker for banger's tests. It behaves like
 // Firecracker v1.16.1 on the wire and as a process, as described in
-// reference/firecracker/SEMANTICS.md, without running a guest: same flags and
-// exit codes, an API socket that is never unlinked, 204/400 with
-// fault_message, bodies validated against the spec, kernel/drive/tap/vsock
-// opened at PUT time, InstanceStart once, SendCtrlAltDel ending the process
+// docs/firecracker-semantics.md (cited as SEMANTICS.md §N), without running
+// a guest: same flags and exit codes, an API socket that is never unlinked,
+// 204/400 with fault_message, bodies validated against the spec,
+// kernel/drive/tap/vsock opened at PUT time, InstanceStart once, SendCtrlAltDel ending the process
 // when the guest would reboot through the keyboard controller (reboot=k),
 // SIGTERM not handled. The simulated guest answers on vsock with the real
 // agent handler.
