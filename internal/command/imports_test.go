@@ -18,10 +18,6 @@ var execAllowed = map[string]string{
 	"internal/command": "the one command runner",
 	"internal/cli":     "terminal-attached children: ssh, the TUI's ssh, starting bangerd detached",
 	"test":             "system tests drive the built binaries",
-	// TODO(lead): FirecrackerVersion becomes command.Output(ctx, bin,
-	// "--version") with errors.Unwrap(err) as the message when stderr is
-	// empty; then drop this entry.
-	"internal/image/bundle_show.go": "owned by the bundle work, converted after it lands",
 }
 
 // TestOnlyCommandImportsOSExec keeps internal/command the one place that

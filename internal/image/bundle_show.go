@@ -1,10 +1,10 @@
 package image
 
 import (
-	"bytes"
+	"banger/internal/command"
 	"context"
+	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"time"
 )
@@ -14,17 +14,15 @@ import (
 func FirecrackerVersion(ctx context.Context, bin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "--version")
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errb.String())
+	out, errb, err := command.Output(ctx, bin, "--version")
+	if err != nil {
+		msg := strings.TrimSpace(string(errb))
 		if msg == "" {
-			msg = err.Error()
+			msg = errors.Unwrap(err).Error()
 		}
 		return "", fmt.Errorf("running %s --version: %s", bin, firstLine(msg))
 	}
-	return firstLine(out.String()), nil
+	return firstLine(string(out)), nil
 }
 
 func firstLine(s string) string {
