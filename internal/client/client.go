@@ -72,6 +72,9 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		if isDialError(err) {
 			return fmt.Errorf("%w (no answer on %s)", ErrNoDaemon, c.socket)
 		}
+		if dropped(err) {
+			return fmt.Errorf("%w: the connection closed while %s ran (the daemon stopped or died); `banger daemon status` says whether it runs, its log why", ErrDropped, method)
+		}
 		return fmt.Errorf("calling %s: %w", method, err)
 	}
 	defer resp.Body.Close()
@@ -95,10 +98,10 @@ func (c *Client) Ping(ctx context.Context) (api.DaemonStatus, error) {
 	var st api.DaemonStatus
 	err := c.Call(ctx, api.MethodDaemonStatus, nil, &st)
 	// A daemon killed a moment ago can still hold its socket while its
-	// threads exit: the connect succeeds and the request is reset. For a
+	// threads exit: the connect succeeds and the request is dropped. For a
 	// status probe that is no daemon, not a failure.
-	if err != nil && !errors.Is(err, ErrNoDaemon) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
-		return st, fmt.Errorf("%w (the connection to %s was reset: %v)", ErrNoDaemon, c.socket, err)
+	if errors.Is(err, ErrDropped) {
+		return st, fmt.Errorf("%w (the connection to %s was dropped)", ErrNoDaemon, c.socket)
 	}
 	return st, err
 }
@@ -155,6 +158,15 @@ func (c *Client) Events(ctx context.Context) (<-chan api.Event, func() error, er
 		}
 		return nil
 	}, nil
+}
+
+// ErrDropped: the daemon accepted the request and closed the connection
+// without an answer (it stopped or died meanwhile).
+var ErrDropped = errors.New("no answer from bangerd")
+
+// dropped reports a connection closed or reset before any reply.
+func dropped(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func isDialError(err error) bool {

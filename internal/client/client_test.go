@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,5 +37,29 @@ func TestPingOnDroppedConnectionIsNoDaemon(t *testing.T) {
 	ln.Close()
 	if _, err := New(sock).Ping(ctx); !errors.Is(err, ErrNoDaemon) {
 		t.Fatalf("Ping against a closed socket: %v, want ErrNoDaemon", err)
+	}
+}
+
+// A daemon that stops in the middle of a call (`daemon stop` during an
+// image build) gives a sentence naming the call, not `Post ...: EOF`.
+func TestCallDroppedMidway(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 4096)
+		c.Read(buf) // the request arrives, then the daemon goes away
+		c.Close()
+	}()
+	err = New(sock).Call(context.Background(), "image.build", map[string]string{"name": "x"}, nil)
+	if !errors.Is(err, ErrDropped) || !strings.Contains(err.Error(), "image.build") || strings.Contains(err.Error(), "Post ") {
+		t.Fatalf("call dropped midway: %v", err)
 	}
 }
