@@ -65,7 +65,9 @@ func FindImagesDir(flag, exeDir, cwd string) (string, error) {
 		candidates = []string{flag}
 	} else {
 		if exeDir != "" {
-			candidates = append(candidates, filepath.Join(exeDir, "..", "..", "images"))
+			candidates = append(candidates,
+				filepath.Join(exeDir, "..", "share", "banger", "images"), // make install
+				filepath.Join(exeDir, "..", "..", "images"))              // build/bin in a checkout
 		}
 		candidates = append(candidates, filepath.Join(cwd, "images"))
 	}

@@ -275,3 +275,20 @@ func TestBuildVoidRefusals(t *testing.T) {
 		}
 	})
 }
+
+// An installed banger finds the scripts `make install` puts in
+// $PREFIX/share/banger/images, as a checkout's build/bin finds images/.
+func TestFindImagesDirInstalled(t *testing.T) {
+	prefix := t.TempDir()
+	scripts := filepath.Join(prefix, "share", "banger", "images")
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(scripts, VoidScript)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(scripts, VoidScript), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := FindImagesDir("", filepath.Join(prefix, "bin"), t.TempDir())
+	if err != nil || got != scripts {
+		t.Fatalf("FindImagesDir from %s/bin = %q, %v; want %s", prefix, got, err, scripts)
+	}
+}
