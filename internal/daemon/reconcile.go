@@ -303,6 +303,7 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 			if pr := d.vms.get(vm.ID); pr == nil || pr.pid != pid {
 				d.log.Info("reconcile: adopted running vm", "vm", vm.Name, "pid", pid)
 				d.watchAdopted(vm, pid)
+				d.syncNAT(ctx, vm)
 				if vm.PID != pid {
 					vm.PID = pid
 					if err := d.saveVM(ctx, vm); err != nil {
@@ -356,5 +357,22 @@ func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 		if err := d.store.SetStorage(ctx, vm.ID, vm.Storage); err != nil {
 			d.log.Error("reconcile: recording storage", "vm", vm.Name, "err", err)
 		}
+	}
+}
+
+// syncNAT makes an adopted VM's NAT membership match its record: a daemon
+// killed during `vm set --nat` may have changed one and not the other.
+// Both calls are idempotent.
+func (d *Daemon) syncNAT(ctx context.Context, vm *store.VM) {
+	var err error
+	if vm.NAT {
+		if err = d.ensureNAT(ctx); err == nil {
+			err = d.host.NATAdd(ctx, vm.IP)
+		}
+	} else {
+		err = d.host.NATRemove(ctx, vm.IP)
+	}
+	if err != nil {
+		d.log.Warn("reconcile: matching nat to the record of an adopted vm", "vm", vm.Name, "nat", vm.NAT, "err", err)
 	}
 }

@@ -531,3 +531,34 @@ func TestRebuildDNSLeavesLockedVMsAlone(t *testing.T) {
 		t.Error("a stopped, unlocked vm is still published")
 	}
 }
+
+// A daemon killed during `vm set --nat` may leave the VM's NAT membership
+// and its record apart; adopting the running VM brings them together.
+func TestAdoptionMatchesNATToTheRecord(t *testing.T) {
+	for _, nat := range []bool{false, true} {
+		d := unitDaemon(t)
+		if d.net == nil {
+			d.net = &netState{}
+		}
+		h := d.host.(*lockedHost)
+		vm := addVM(t, d, "natty")
+		p := fakeFirecracker(t, d, &vm, "read x")
+		vm.State, vm.PID, vm.StartedAt, vm.NAT = api.StateRunning, p.Pid(), time.Now(), nat
+		if err := d.store.UpdateVM(context.Background(), &vm); err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		h.nat[vm.IP] = !nat // the host says the opposite of the record
+		h.mu.Unlock()
+		d.reconcile(context.Background())
+		h.mu.Lock()
+		got := h.nat[vm.IP]
+		h.mu.Unlock()
+		if got != nat {
+			t.Errorf("record nat=%v: after adoption the host has nat=%v", nat, got)
+		}
+		if v := getVM(t, d, vm.ID); v.State != api.StateRunning || v.PID != p.Pid() {
+			t.Errorf("record nat=%v: adoption changed the vm: %s pid %d", nat, v.State, v.PID)
+		}
+	}
+}
