@@ -26,8 +26,8 @@ const HostCID = 2
 
 // Healthz is the body of GET /healthz.
 type Healthz struct {
-	Status   string  `json:"status"`
-	Version  string  `json:"version"`
+	Status  string `json:"status"`
+	Version string `json:"version"`
 	// Protocol is the agent protocol version (ProtocolVersion); 0 from an
 	// agent older than versioning.
 	Protocol int     `json:"protocol"`
