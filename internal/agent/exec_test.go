@@ -272,6 +272,7 @@ func TestExecTTYAndResize(t *testing.T) {
 	if !strings.Contains(out.String(), "40 132") {
 		t.Errorf("after resize: output %q, want 40 132", out.String())
 	}
+	go io.Copy(io.Discard, pr) // whatever follows "done" (the line end)
 	stdinW.Close()
 	if c := <-done; c != 0 {
 		t.Errorf("exit %d, want 0", c)
