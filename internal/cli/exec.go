@@ -86,11 +86,17 @@ VM not running, agent, usage), 126 the command cannot be run, 127 it was not fou
 
 func (a *app) runExec(ctx context.Context, ref string, req agent.ExecRequest) error {
 	stdinFd := os.Stdin.Fd()
+	// The terminal whose size the pty gets: stdin with -i (it goes raw),
+	// else stdout when it is one.
+	sizeFd := stdinFd
 	if req.TTY {
-		if !term.IsTerminal(stdinFd) {
-			return execFailf("vm exec -t needs a terminal on stdin; drop -t (and use -i) to pipe input")
+		if req.Stdin && !term.IsTerminal(stdinFd) {
+			return execFailf("vm exec -it needs a terminal on stdin; drop -t to pipe input")
 		}
-		if w, h, err := term.GetSize(stdinFd); err == nil {
+		if !req.Stdin {
+			sizeFd = os.Stdout.Fd()
+		}
+		if w, h, err := term.GetSize(sizeFd); err == nil {
 			req.Cols, req.Rows = uint16(w), uint16(h)
 		}
 		if req.Env == nil || !hasEnv(req.Env, "TERM") {
@@ -130,6 +136,11 @@ func (a *app) runExec(ctx context.Context, ref string, req agent.ExecRequest) er
 	forward := []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 	if req.TTY {
 		forward = append(forward, syscall.SIGWINCH)
+	}
+	// Raw mode only when the keyboard goes to the guest (-it): then Ctrl-C
+	// is a byte for the guest's pty. With -t alone it stays a local SIGINT,
+	// forwarded below.
+	if req.TTY && req.Stdin {
 		old, err := term.MakeRaw(stdinFd)
 		if err != nil {
 			return execFailf("putting the terminal in raw mode: %s", errMessage(err))
@@ -141,7 +152,7 @@ func (a *app) runExec(ctx context.Context, ref string, req agent.ExecRequest) er
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGWINCH {
-				if w, h, err := term.GetSize(stdinFd); err == nil {
+				if w, h, err := term.GetSize(sizeFd); err == nil {
 					_ = e.Resize(uint16(h), uint16(w))
 				}
 				continue
