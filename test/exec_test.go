@@ -5,9 +5,11 @@ package test
 import (
 	"bytes"
 	"context"
+	"io"
 	"os/exec"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -87,6 +89,34 @@ func TestVMExec(t *testing.T) {
 		if code != tt.code || !strings.Contains(errOut, tt.msg) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
 			t.Errorf("vm exec %q: exit %d, stderr %q; want %d and one line containing %q", tt.args, code, errOut, tt.code, tt.msg)
 		}
+	}
+
+	// -t under a pty (script gives banger one): the command sees a terminal.
+	sc := exec.Command("ip", "netns", "exec", e.ns, "script", "-qec", e.bins.banger+` vm exec -t dev -- sh -c '[ -t 0 ] && [ -t 1 ] && echo tty-yes; stty size'`, "/dev/null")
+	sc.Env = e.environ()
+	if b, err := sc.CombinedOutput(); err != nil || !strings.Contains(string(b), "tty-yes") {
+		t.Errorf("vm exec -t under script: %v, output %q; want tty-yes", err, b)
+	}
+
+	// SIGINT to banger reaches the guest process, whose exit code is banger's.
+	ic := exec.Command("ip", "netns", "exec", e.ns, e.bins.banger, "vm", "exec", "dev", "--", "sh", "-c", `trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done`)
+	ic.Env = e.environ()
+	pr, err := ic.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ic.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(pr, buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("waiting for ready: %q %v", buf, err)
+	}
+	ic.Process.Signal(syscall.SIGINT) // ip netns exec execs banger: this is banger's pid
+	rest, _ := io.ReadAll(pr)
+	ic.Wait()
+	if ic.ProcessState.ExitCode() != 7 || !strings.Contains(string(rest), "got-int") {
+		t.Errorf("after SIGINT: exit %d output %q; want 7 and got-int", ic.ProcessState.ExitCode(), rest)
 	}
 
 	e.ok("vm", "stop", "dev")
