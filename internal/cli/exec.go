@@ -42,7 +42,8 @@ func (a *app) vmExecCmd() *cobra.Command {
 		Short: "Run one command in a running VM through its guest agent",
 		Long: `Runs CMD in the VM through the guest agent over vsock (no SSH key, no guest network).
 stdout and stderr stay separate; -i passes stdin (its EOF closes the command's stdin); -t runs
-the command on a pty, with the host terminal in raw mode and window-size changes forwarded.
+the command on a pty with window-size changes forwarded (with -it the host terminal goes raw,
+so Ctrl-C is a key for the guest).
 SIGINT, SIGTERM, SIGHUP and SIGQUIT reach the command's process group. The default user is
 root and the default workdir the user's home (/root).
 
@@ -77,7 +78,7 @@ VM not running, agent, usage), 126 the command cannot be run, 127 it was not fou
 	}
 	f := cmd.Flags()
 	f.BoolVarP(&interactive, "interactive", "i", false, "pass stdin to the command")
-	f.BoolVarP(&tty, "tty", "t", false, "run the command on a pty (raw mode on the host terminal)")
+	f.BoolVarP(&tty, "tty", "t", false, "run the command on a pty (with -i, the host terminal goes raw)")
 	f.StringVarP(&user, "user", "u", "", "run as this guest user (name or uid; default root)")
 	f.StringVarP(&workdir, "workdir", "w", "", "working directory in the guest (default the user's home)")
 	f.StringArrayVarP(&env, "env", "e", nil, "set an environment variable KEY=VALUE (repeatable)")
