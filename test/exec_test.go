@@ -7,7 +7,6 @@ import (
 	"context"
 	"io"
 	"os/exec"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -136,25 +135,19 @@ func TestVMExec(t *testing.T) {
 	e.assertClean()
 }
 
-// TestVMExecTrueTimes reports (never asserts) `banger vm exec VM -- true`
-// as a whole process, median of 20 after a warm-up, with fcfake.
-func TestVMExecTrueTimes(t *testing.T) {
-	e := newEnv(t, "")
+// BenchmarkVMExecTrue times `banger vm exec VM -- true` as a whole process
+// against fcfake (through `ip netns exec`, which adds about a millisecond).
+// Run: go test -tags system -run '^$' -bench VMExecTrue -benchtime 20x ./test/
+func BenchmarkVMExecTrue(b *testing.B) {
+	e := newEnv(b, "")
 	e.registerImage()
 	e.ok("vm", "create", "dev")
-	e.ok("vm", "exec", "dev", "--", "true")
-	var ds []time.Duration
-	for i := 0; i < 20; i++ {
+	timeRuns(b, e.daemonPID(), func() *exec.Cmd {
 		cmd := exec.Command("ip", "netns", "exec", e.ns, e.bins.banger, "vm", "exec", "dev", "--", "true")
 		cmd.Env = e.environ()
-		t0 := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("vm exec: %v: %s", err, out)
-		}
-		ds = append(ds, time.Since(t0))
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	t.Logf("banger vm exec dev -- true: median %v, min %v, max %v (20 runs, including `ip netns exec`)", ds[len(ds)/2], ds[0], ds[len(ds)-1])
+		return cmd
+	})
+	b.StopTimer()
 	e.ok("vm", "delete", "dev")
 	e.assertClean()
 }
