@@ -49,7 +49,7 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(strings.TrimSpace(string(out))), nil
 }
 
-func buildBinaries(t *testing.T) binaries {
+func buildBinaries(t testing.TB) binaries {
 	t.Helper()
 	buildOnce.Do(func() {
 		root, err := moduleRoot()
@@ -82,7 +82,7 @@ func buildBinaries(t *testing.T) binaries {
 	return built
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace, bridge and taps")
@@ -96,7 +96,7 @@ func requireRoot(t *testing.T) {
 
 // env is one isolated banger installation running in its own netns.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	bins   binaries
 	ns     string
 	dir    string
@@ -105,7 +105,7 @@ type env struct {
 	record string
 }
 
-func newEnv(t *testing.T, cfgExtra string) *env {
+func newEnv(t testing.TB, cfgExtra string) *env {
 	t.Helper()
 	requireRoot(t)
 	bins := buildBinaries(t)
@@ -254,7 +254,7 @@ func (e *env) cleanup() {
 	os.RemoveAll(e.dir)
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {

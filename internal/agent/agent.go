@@ -26,8 +26,11 @@ const HostCID = 2
 
 // Healthz is the body of GET /healthz.
 type Healthz struct {
-	Status   string  `json:"status"`
-	Version  string  `json:"version"`
+	Status  string `json:"status"`
+	Version string `json:"version"`
+	// Protocol is the agent protocol version (ProtocolVersion); 0 from an
+	// agent older than versioning.
+	Protocol int     `json:"protocol"`
 	Hostname string  `json:"hostname"`
 	UptimeS  float64 `json:"uptime_s"`
 	BootID   string  `json:"boot_id"`
@@ -61,6 +64,10 @@ type errorBody struct {
 type Options struct {
 	// Version is reported by /healthz.
 	Version string
+	// Legacy makes the agent answer as one from before protocol versioning
+	// (no protocol in /healthz, no /v1/exec); the fake Firecracker uses it
+	// to stand in for an old image.
+	Legacy bool
 	// ProcRoot is where procfs is read (default "/proc").
 	ProcRoot string
 	// EtcRoot is where os-release is read (default "/etc").
@@ -118,13 +125,17 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Handler returns the agent's HTTP handler: GET /healthz and GET /v1/info.
+// Handler returns the agent's HTTP handler: GET /healthz, GET /v1/info and
+// POST /v1/exec.
 // Other paths get 404 and other methods 405.
 func Handler(opts Options) http.Handler {
 	s := &server{opts: opts.withDefaults()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /v1/info", s.info)
+	if !s.opts.Legacy {
+		mux.HandleFunc("POST "+PathExec, s.exec)
+	}
 	return mux
 }
 

@@ -125,7 +125,7 @@ func TestHealthAndInfoOverUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Health: %v", err)
 	}
-	want := Healthz{Status: "ok", Version: "v1.2.3", Hostname: "dev", UptimeS: 123.45, BootID: "3f1c0e9a-7d7e-4c55-9d7a-0c1f6b2b9e11"}
+	want := Healthz{Status: "ok", Version: "v1.2.3", Protocol: ProtocolVersion, Hostname: "dev", UptimeS: 123.45, BootID: "3f1c0e9a-7d7e-4c55-9d7a-0c1f6b2b9e11"}
 	if h != want {
 		t.Errorf("Health = %+v, want %+v", h, want)
 	}

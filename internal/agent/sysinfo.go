@@ -17,6 +17,9 @@ import (
 
 func (s *server) readHealthz() (Healthz, error) {
 	h := Healthz{Status: "ok", Version: s.opts.Version, Hostname: s.opts.Hostname, BootID: s.opts.BootID}
+	if !s.opts.Legacy {
+		h.Protocol = ProtocolVersion
+	}
 	var err error
 	if h.Hostname == "" {
 		if h.Hostname, err = s.procString("sys/kernel/hostname"); err != nil {

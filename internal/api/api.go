@@ -24,6 +24,7 @@ const (
 	MethodVMHealth      = "vm.health"
 	MethodVMStats       = "vm.stats"
 	MethodVMTouch       = "vm.touch"
+	MethodVMExec        = "vm.exec"
 	MethodImageBuild    = "image.build"
 	MethodImageRegister = "image.register"
 	MethodImageVerify   = "image.verify"
@@ -177,6 +178,17 @@ type VMCreateParams struct {
 	WorkDiskSize string `json:"work_disk_size,omitempty"`
 	NAT          bool   `json:"nat,omitempty"`
 	NoStart      bool   `json:"no_start,omitempty"`
+}
+
+// ExecTarget is the result of vm.exec: where the client dials the VM's
+// guest agent to run a command (Firecracker's hybrid vsock: connect to
+// VsockPath, send "CONNECT <AgentPort>\n").
+type ExecTarget struct {
+	VM        VM     `json:"vm"`
+	VsockPath string `json:"vsock_path"`
+	AgentPort uint32 `json:"agent_port"`
+	// Protocol is the guest agent's protocol version.
+	Protocol int `json:"protocol"`
 }
 
 // VMRef names one VM by exact name or ID.

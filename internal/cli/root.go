@@ -87,6 +87,10 @@ func (a *app) run(ctx context.Context, args []string) int {
 		return ExitOK
 	}
 	code, msg := classify(err)
+	var se *silentExit
+	if !errors.As(err, &se) && code != ExitExecCannot && code != ExitExecNotFound && isExecCommand(root, args) {
+		code = ExitExecFailed
+	}
 	var ee *exitError
 	switch {
 	case msg == "":

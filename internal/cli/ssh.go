@@ -20,7 +20,7 @@ const knownHostsName = "known_hosts"
 func (a *app) addSSHCommands(root *cobra.Command) {
 	for _, c := range root.Commands() {
 		if c.Name() == "vm" {
-			c.AddCommand(a.vmSSHCmd())
+			c.AddCommand(a.vmSSHCmd(), a.vmExecCmd())
 		}
 	}
 	root.AddCommand(a.sshConfigCmd())

@@ -30,6 +30,7 @@ func (d *Daemon) methods() map[string]handler {
 		api.MethodVMHealth:      d.rpcHealth,
 		api.MethodVMStats:       d.rpcStats,
 		api.MethodVMTouch:       d.rpcTouch,
+		api.MethodVMExec:        d.rpcExec,
 		api.MethodImageRegister: d.rpcImageRegister,
 		api.MethodImageList:     d.rpcImageList,
 		api.MethodImageDelete:   d.rpcImageDelete,

@@ -65,6 +65,7 @@ func (v *vmm) markBooted() {
 	logins := v.sw.sshLogins
 	v.guest.Store(&guestInfo{hostname: host, handler: agent.Handler(agent.Options{
 		Version:  "fcfake-" + fcVersion,
+		Legacy:   v.sw.agentLegacy,
 		Hostname: host,
 		BootID:   newBootID(),
 		BootTime: now,

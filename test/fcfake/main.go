@@ -19,6 +19,7 @@
 //	FCFAKE_FAIL_START=1              InstanceStart fails with a 400
 //	FCFAKE_SOCKET_DELAY=<dur>        the API socket appears that late
 //	FCFAKE_AGENT_DOWN=1              vsock CONNECT is never answered (closed, no OK)
+//	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec)
 //	FCFAKE_BOOT_DELAY=<dur>          the agent answers only that long after InstanceStart
 //	FCFAKE_SSH_LOGINS=<n>            the SSH login count the guest's agent reports (0)
 package main
@@ -323,6 +324,7 @@ type switches struct {
 	failStart        bool
 	socketDelay      time.Duration
 	agentDown        bool
+	agentLegacy      bool
 	bootDelay        time.Duration
 	sshLogins        int
 }
@@ -373,6 +375,7 @@ func switchesFromEnv(getenv func(string) string) (switches, error) {
 	boolean("FCFAKE_FAIL_START", &sw.failStart)
 	duration("FCFAKE_SOCKET_DELAY", &sw.socketDelay)
 	boolean("FCFAKE_AGENT_DOWN", &sw.agentDown)
+	boolean("FCFAKE_AGENT_LEGACY", &sw.agentLegacy)
 	duration("FCFAKE_BOOT_DELAY", &sw.bootDelay)
 	integer("FCFAKE_SSH_LOGINS", 0, 1<<20, &sw.sshLogins)
 	return sw, err
