@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,48 +32,12 @@ func unitDaemon(t *testing.T) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(context.Background(), Options{Loaded: loaded, Host: &lockedHost{fakeHost: newFakeHost()}})
+	d, err := New(context.Background(), Options{Loaded: loaded, Host: newHostFake()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.close)
 	return d
-}
-
-// lockedHost serializes the fake host: exits are cleaned up concurrently.
-type lockedHost struct {
-	mu sync.Mutex
-	*fakeHost
-}
-
-func (h *lockedHost) CreateTap(ctx context.Context, name, bridge string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.fakeHost.CreateTap(ctx, name, bridge)
-}
-
-func (h *lockedHost) DeleteTap(ctx context.Context, name string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.fakeHost.DeleteTap(ctx, name)
-}
-
-func (h *lockedHost) RenameTap(ctx context.Context, from, to string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.fakeHost.RenameTap(ctx, from, to)
-}
-
-func (h *lockedHost) NATAdd(ctx context.Context, a netip.Addr) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.fakeHost.NATAdd(ctx, a)
-}
-
-func (h *lockedHost) NATRemove(ctx context.Context, a netip.Addr) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.fakeHost.NATRemove(ctx, a)
 }
 
 // addVM records a VM (and an image for it) in the store, with its directory.
@@ -540,7 +502,7 @@ func TestAdoptionMatchesNATToTheRecord(t *testing.T) {
 		if d.net == nil {
 			d.net = &netState{}
 		}
-		h := d.host.(*lockedHost)
+		h := d.host.(*hostFake)
 		vm := addVM(t, d, "natty")
 		p := fakeFirecracker(t, d, &vm, "read x")
 		vm.State, vm.PID, vm.StartedAt, vm.NAT = api.StateRunning, p.Pid(), time.Now(), nat
