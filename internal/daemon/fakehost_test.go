@@ -34,6 +34,10 @@ type hostFake struct {
 	block    chan struct{} // non-nil: DeleteTap waits until it is closed
 	inflight int           // DeleteTaps waiting on block
 	peak     int           // most DeleteTaps waiting at once
+
+	natDelay    time.Duration // each NAT change takes this long
+	natInflight int           // NAT changes under way
+	natPeak     int           // most NAT changes under way at once
 }
 
 func newHostFake() *hostFake {
@@ -103,16 +107,28 @@ func (f *hostFake) RenameTap(_ context.Context, from, to string) error {
 }
 func (f *hostFake) NATEnsure(context.Context, string, netip.Prefix) (bool, error) { return false, nil }
 func (f *hostFake) NATAdd(_ context.Context, a netip.Addr) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.nat[a] = true
+	f.natChange(func() { f.nat[a] = true })
 	return nil
 }
 func (f *hostFake) NATRemove(_ context.Context, a netip.Addr) error {
+	f.natChange(func() { delete(f.nat, a) })
+	return nil
+}
+
+// natChange applies fn under the lock after natDelay, counting how many
+// changes are under way at once (a slow netlink call stands in for every
+// blocking system call an operation makes).
+func (f *hostFake) natChange(fn func()) {
+	f.mu.Lock()
+	f.natInflight++
+	f.natPeak = max(f.natPeak, f.natInflight)
+	delay := f.natDelay
+	f.mu.Unlock()
+	time.Sleep(delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.nat, a)
-	return nil
+	f.natInflight--
+	fn()
 }
 
 // Storage ops.

@@ -144,30 +144,86 @@ func (d *Daemon) lockAll(ctx context.Context) *startup {
 	return s
 }
 
-// runStartup reconciles every VM of s concurrently, each releasing its
-// lock when done, then rebuilds DNS and finishes interrupted image work.
-// It does not wait; wg tracks it.
+// runStartup reconciles every VM of s (see reconcileAll), each releasing
+// its lock when done, then rebuilds DNS and finishes interrupted image
+// work. It does not wait; wg tracks it.
 func (d *Daemon) runStartup(ctx context.Context, s *startup, wg *sync.WaitGroup) {
 	ctx = context.WithoutCancel(ctx) // a stop under way is finished, not cut short
 	t0 := time.Now()
-	var each sync.WaitGroup
+	jobs := make([]reconcileJob, len(s.vms))
 	for i := range s.vms {
-		each.Add(1)
-		go func(vm store.VM, unlock func()) {
-			defer each.Done()
-			defer unlock()
-			d.reconcileLocked(ctx, vm.ID)
-		}(s.vms[i], s.unlocks[i])
+		jobs[i] = reconcileJob{vm: s.vms[i], unlock: s.unlocks[i]}
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		each.Wait()
+		d.reconcileAll(ctx, jobs)
 		d.recoverImages(ctx, true)
 		d.rebuildDNS(ctx)
 		d.log.Info("start-up reconcile done", "vms", len(s.vms), "took", time.Since(t0).Round(time.Millisecond))
 		close(d.reconciled)
 	}()
+}
+
+// reconcileWorkers bounds how many ordinary VMs are reconciled at once.
+// Each one makes blocking system calls (/proc, pidfds, netlink, the
+// store), and the Go runtime keeps a thread for every goroutine blocked in
+// one and never gives it back: 100 adopted VMs reconciled all at once left
+// a daemon with 78 threads for good.
+const reconcileWorkers = 4
+
+// reconcileJob is one VM to reconcile and the release of its lock.
+type reconcileJob struct {
+	vm     store.VM
+	unlock func()
+}
+
+// reconcileAll reconciles jobs and waits for all of them. A VM with an
+// interrupted operation (an intent, or recorded starting or stopping) gets
+// a goroutine of its own: finishing a stop may wait out the guest's grace
+// period, and no other VM should queue behind it. Those are few; the rest
+// (adoption and checks of settled VMs) go through reconcileWorkers.
+func (d *Daemon) reconcileAll(ctx context.Context, jobs []reconcileJob) {
+	pending := map[string]bool{}
+	if ins, err := d.store.ListIntents(ctx); err != nil {
+		d.log.Error("reconcile: listing intents", "err", err)
+	} else {
+		for _, in := range ins {
+			pending[in.VMID] = true
+		}
+	}
+	run := func(j reconcileJob) {
+		defer j.unlock()
+		d.reconcileLocked(ctx, j.vm.ID)
+	}
+	var wg sync.WaitGroup
+	queue := make(chan reconcileJob)
+	for range min(reconcileWorkers, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range queue {
+				run(j)
+			}
+		}()
+	}
+	var ordinary []reconcileJob
+	for _, j := range jobs {
+		if pending[j.vm.ID] || j.vm.State == api.StateStarting || j.vm.State == api.StateStopping {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				run(j)
+			}()
+			continue
+		}
+		ordinary = append(ordinary, j)
+	}
+	for _, j := range ordinary {
+		queue <- j
+	}
+	close(queue)
+	wg.Wait()
 }
 
 func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
@@ -214,20 +270,15 @@ func (d *Daemon) reconcile(ctx context.Context) {
 		return
 	}
 	wctx := context.WithoutCancel(ctx)
-	var wg sync.WaitGroup
+	var jobs []reconcileJob
 	for _, v := range vms {
 		unlock, ok := d.locks.tryLock(v.ID)
 		if !ok {
 			continue // an operation is under way; it owns the VM
 		}
-		wg.Add(1)
-		go func(id string) {
-			defer wg.Done()
-			defer unlock()
-			d.reconcileLocked(wctx, id)
-		}(v.ID)
+		jobs = append(jobs, reconcileJob{vm: v, unlock: unlock})
 	}
-	wg.Wait()
+	d.reconcileAll(wctx, jobs)
 	d.recoverImages(wctx, false)
 	d.rebuildDNS(wctx)
 }

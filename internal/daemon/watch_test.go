@@ -524,3 +524,41 @@ func TestAdoptionMatchesNATToTheRecord(t *testing.T) {
 		}
 	}
 }
+
+// Adopting many running VMs at once goes through a few workers: each
+// adoption makes blocking calls (here a slow NAT change), and the Go
+// runtime keeps a thread for every goroutine blocked in one.
+func TestReconcileBoundsConcurrentAdoptions(t *testing.T) {
+	const n = 40
+	d := unitDaemon(t)
+	if d.net == nil {
+		d.net = &netState{}
+	}
+	h := d.host.(*hostFake)
+	h.natDelay = 20 * time.Millisecond
+	var ids []string
+	for i := range n {
+		vm := addVM(t, d, "a"+strconv.Itoa(i))
+		p := fakeFirecracker(t, d, &vm, "read x")
+		vm.State, vm.PID, vm.StartedAt = api.StateRunning, p.Pid(), time.Now()
+		if err := d.store.UpdateVM(context.Background(), &vm); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, vm.ID)
+	}
+	t0 := time.Now()
+	d.reconcile(context.Background())
+	took := time.Since(t0)
+	for i, id := range ids {
+		if d.vms.get(id) == nil {
+			t.Fatalf("a%d was not adopted", i)
+		}
+	}
+	h.mu.Lock()
+	peak := h.natPeak
+	h.mu.Unlock()
+	t.Logf("%d adoptions: at most %d under way at once, %s in all", n, peak, took.Round(time.Millisecond))
+	if peak > reconcileWorkers {
+		t.Errorf("%d adoptions were under way at once, want at most %d", peak, reconcileWorkers)
+	}
+}
