@@ -5,6 +5,8 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os/exec"
 	"strings"
@@ -133,6 +135,44 @@ func TestVMExec(t *testing.T) {
 	}
 	e.ok("vm", "delete", "dev")
 	e.assertClean()
+}
+
+// TestVMExecLargeOutput: 1 GiB of random bytes on stdout arrive whole and
+// unchanged; the guest hashes what it wrote and says the sum on stderr.
+func TestVMExecLargeOutput(t *testing.T) {
+	const size = 1 << 30
+	e := newEnv(t, "")
+	e.registerImage()
+	e.ok("vm", "create", "dev")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.ns, e.bins.banger, "vm", "exec", "dev", "--",
+		"bash", "-c", `head -c 1073741824 /dev/urandom | tee >(sha256sum >&2); wait $!`)
+	cmd.Env = e.environ()
+	h := sha256.New()
+	n := &countWriter{}
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(h, n), &errb
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("vm exec of 1 GiB: %v (stderr %q)", err, errb.String())
+	}
+	took := time.Since(t0)
+	got := hex.EncodeToString(h.Sum(nil))
+	want, _, _ := strings.Cut(strings.TrimSpace(errb.String()), " ")
+	t.Logf("1 GiB through vm exec in %s (%.0f MiB/s)", took.Round(time.Millisecond), float64(n.n)/(1<<20)/took.Seconds())
+	if n.n != size || got != want {
+		t.Fatalf("stdout: %d bytes with sha256 %s; the guest wrote %d bytes with sha256 %q", n.n, got, size, want)
+	}
+	e.ok("vm", "delete", "dev")
+	e.assertClean()
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
 }
 
 // BenchmarkVMExecTrue times `banger vm exec VM -- true` as a whole process
