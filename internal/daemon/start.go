@@ -118,13 +118,24 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		}
 		return err
 	})
-	moved, err := d.storage.RepairNestedRoot(ctx, workDisk(vm))
-	if err != nil {
-		return fail("repairing nested /root on the work disk", err)
-	}
-	if len(moved) > 0 {
-		d.log.Info("flattened nested /root on work disk", "vm", vm.Name, "moved", strings.Join(moved, ", "))
-		notices = append(notices, fmt.Sprintf("repaired the work disk's nested /root layout (%d entries moved up)", len(moved)))
+	if !st.HomeChecked {
+		// Once per work disk: a home the guest has used since is its own
+		// business, even one holding a root/ of its own.
+		moved, err := d.storage.RepairNestedRoot(ctx, workDisk(vm))
+		if err != nil {
+			return fail("repairing nested /root on the work disk", err)
+		}
+		if len(moved) > 0 {
+			d.log.Info("flattened nested /root on work disk", "vm", vm.Name, "moved", strings.Join(moved, ", "))
+			notices = append(notices, fmt.Sprintf("repaired the work disk's nested /root layout (%d entries moved up)", len(moved)))
+		}
+		st.HomeChecked = true
+		if err := setStorage(vm, st); err != nil {
+			return fail("root disk", err)
+		}
+		if err := d.store.SetStorage(ctx, vm.ID, vm.Storage); err != nil {
+			return fail("recording the work disk's home check", err)
+		}
 	}
 	d.progress(vm, t0, "storage", "root disk "+st.Driver)
 

@@ -18,6 +18,9 @@ type State struct {
 	COWPath  string   `json:"cow_path,omitempty"`
 	Phase    string   `json:"phase,omitempty"`   // one of the Phase* constants
 	Handles  []Handle `json:"handles,omitempty"` // in creation order
+	// HomeChecked: the work disk's home was checked for a nested /root
+	// (and repaired) once; later starts skip the check (RepairNestedRoot).
+	HomeChecked bool `json:"home_checked,omitempty"`
 }
 
 // Handle is one host object a VM's storage holds.
