@@ -5,7 +5,9 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -320,4 +322,49 @@ func TestNetworkForeignTapLeftAlone(t *testing.T) {
 	if p := e.fcProcesses(); len(p) != 0 {
 		t.Fatalf("firecracker processes left: %v", p)
 	}
+}
+
+// TestNetworkAddressesLow: `vm create` warns while addresses remain that
+// the guest subnet is running out, names the config key and a wider cidr;
+// widening it as told and restarting the daemon lets creates go on, and
+// VMs made before keep working.
+func TestNetworkAddressesLow(t *testing.T) {
+	e := newEnv(t, `cidr = "172.16.0.0/28"`+"\n") // 13 guest addresses
+	e.registerImage()
+	for i := range 4 {
+		if out := e.ok("vm", "create", fmt.Sprintf("a%d", i)); strings.Contains(out, "addresses left") {
+			t.Fatalf("create %d of 13 warned early:\n%s", i+1, out)
+		}
+	}
+	out, errOut, code := e.banger("vm", "create", "a4")
+	if code != 0 || !strings.Contains(out+errOut, "8 of 13 guest addresses left in cidr 172.16.0.0/28") ||
+		!strings.Contains(out+errOut, `cidr = "172.16.0.0/26"`) || !strings.Contains(out+errOut, "config.toml") {
+		t.Fatalf("fifth create: exit %d, output %q %q; want the low-address warning naming the wider cidr and the config file", code, out, errOut)
+	}
+	cfgPath := filepath.Join(e.dir, "config.toml")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(b), "172.16.0.0/28", "172.16.0.0/26", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.ok("daemon", "stop")
+	for i := 5; i < 16; i++ {
+		if out := e.ok("vm", "create", "--no-start", fmt.Sprintf("a%d", i)); strings.Contains(out, "addresses left") {
+			t.Fatalf("create %d of 61 warned:\n%s", i+1, out)
+		}
+	}
+	if ip := e.vm("a15").IP; ip != "172.16.0.17" {
+		t.Errorf("a15 got %s, want 172.16.0.17 (past the old /28)", ip)
+	}
+	e.ok("vm", "start", "a15")
+	e.ok("vm", "stop", "a0")
+	e.ok("vm", "start", "a0")
+	names := []string{"vm", "delete"}
+	for i := range 16 {
+		names = append(names, fmt.Sprintf("a%d", i))
+	}
+	e.ok(names...)
+	e.assertClean()
 }

@@ -91,7 +91,7 @@ func keySpecs() []keySpec {
 		{"bridge_ip", kindAddr, func(c *Config) any { return &c.BridgeIP }, `"172.16.0.1"`, "first host address of `cidr` (`172.16.0.1`)",
 			"the bridge's address: the guests' gateway, and a DNS listener"},
 		{"cidr", kindPrefix, func(c *Config) any { return &c.CIDR }, `"172.16.0.0/24"`, "`172.16.0.0/24`",
-			"IPv4 subnet guest addresses come from (`/30` or larger)"},
+			"IPv4 subnet guest addresses come from (`/30` or larger); the default holds 253 VMs and `vm create` warns when few are left: widen it (`172.16.0.0/22` holds 1021) and restart the daemon"},
 		{"default_dns", kindAddr, func(c *Config) any { return &c.DefaultDNS }, `"1.1.1.1"`, "`1.1.1.1`",
 			"the resolver guests use (IPv4)"},
 		{"dns_listen_addr", kindAddrPort, func(c *Config) any { return &c.DNSListenAddr }, `"127.0.0.1:42069"`, "`127.0.0.1:42069`",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,6 +159,32 @@ func flagSize(n int64) string {
 	return fmt.Sprint(n)
 }
 
+// addressesLow warns, while there is still room, that the guest subnet is
+// running out (the default /24 holds 253 VMs): at most 5% or 8 addresses
+// left, whichever is more.
+func (d *Daemon) addressesLow(ctx context.Context) string {
+	capacity := network.Capacity(d.cfg.CIDR, d.cfg.BridgeIP)
+	counts, err := d.store.CountVMsByState(ctx)
+	if err != nil {
+		d.log.Warn("counting vms for the address check", "err", err)
+		return ""
+	}
+	used := 0
+	for _, n := range counts {
+		used += n
+	}
+	left := capacity - used
+	if left > max(8, capacity/20) {
+		return ""
+	}
+	wider := d.cfg.CIDR.Masked()
+	if wider.Bits() > 2 {
+		wider = netip.PrefixFrom(wider.Addr(), wider.Bits()-2).Masked()
+	}
+	return fmt.Sprintf("warning: %d of %d guest addresses left in cidr %s; before they run out, widen `cidr` in %s (for example cidr = %q, which holds %d) and restart the daemon",
+		max(left, 0), capacity, d.cfg.CIDR.Masked(), d.paths.ConfigFile, wider, network.Capacity(wider, d.cfg.BridgeIP))
+}
+
 // alloc picks the lowest free guest address, CID and the MAC derived from
 // the address; the store calls it inside its create transaction.
 func (d *Daemon) alloc(used store.Used) (store.Allocation, error) {
@@ -279,6 +306,9 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 	}
 	if p := d.dnsProblem(); p != "" {
 		res.Notices = append(res.Notices, "warning: dns: "+strings.ReplaceAll(p, "NAME.vm", vm.Name+".vm"))
+	}
+	if w := d.addressesLow(ctx); w != "" {
+		res.Notices = append(res.Notices, w)
 	}
 	res.VM = d.toAPI(ctx, vm)
 	return res, nil

@@ -97,6 +97,19 @@ func CheckPrefix(prefix netip.Prefix) error {
 	return nil
 }
 
+// Capacity is how many guest addresses prefix holds: all but the network
+// and broadcast addresses and the bridge's own.
+func Capacity(prefix netip.Prefix, bridgeIP netip.Addr) int {
+	if CheckPrefix(prefix) != nil {
+		return 0
+	}
+	n := 1<<(32-prefix.Bits()) - 2
+	if prefix.Masked().Contains(bridgeIP) {
+		n--
+	}
+	return n
+}
+
 // NextFree returns the lowest host address of prefix that is not the network
 // address, the bridge's address, the broadcast address, or in used.
 func NextFree(prefix netip.Prefix, bridgeIP netip.Addr, used map[netip.Addr]bool) (netip.Addr, error) {

@@ -213,3 +213,21 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+func TestCapacity(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, bridge string
+		want           int
+	}{
+		{"172.16.0.0/24", "172.16.0.1", 253},
+		{"172.16.0.0/22", "172.16.0.1", 1021},
+		{"172.16.0.0/28", "172.16.0.1", 13},
+		{"172.16.0.0/30", "172.16.0.1", 1},
+		{"172.16.0.0/24", "10.0.0.1", 254},
+		{"172.16.0.0/31", "172.16.0.1", 0},
+	} {
+		if got := Capacity(netip.MustParsePrefix(tt.prefix), netip.MustParseAddr(tt.bridge)); got != tt.want {
+			t.Errorf("Capacity(%s, %s) = %d, want %d", tt.prefix, tt.bridge, got, tt.want)
+		}
+	}
+}
