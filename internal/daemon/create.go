@@ -207,7 +207,7 @@ func (d *Daemon) diskOf(ctx context.Context, vm *store.VM) (storage.Disk, error)
 	if err != nil {
 		return storage.Disk{}, err
 	}
-	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, DiskBytes: vm.DiskBytes, State: st}
+	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, State: st}
 	img, err := d.store.GetImage(ctx, vm.ImageID)
 	switch {
 	case err == nil:
@@ -278,7 +278,7 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 	if err := os.Mkdir(vm.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating vm directory %s: %w", vm.Dir, err)
 	}
-	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImagePath: spec.image.RootfsPath, DiskBytes: vm.DiskBytes}
+	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImagePath: spec.image.RootfsPath, ImageID: spec.image.ID, DiskBytes: vm.DiskBytes}
 	st, err := d.storage.CreateRoot(ctx, disk)
 	if err != nil {
 		return nil, fmt.Errorf("creating root disk for vm %s: %w", vm.Name, err)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -325,16 +326,19 @@ func TestImageIntentsAndSeeds(t *testing.T) {
 	img := r.registerImage()
 	v := r.create("seeded")
 	seeds := filepath.Join(r.paths().StateDir, "seeds")
-	listSeeds := func() []string {
-		ents, _ := os.ReadDir(seeds)
+	listSeeds := func() []string { // the files, grown roots included
 		var out []string
-		for _, e := range ents {
-			out = append(out, e.Name())
-		}
+		filepath.WalkDir(seeds, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				rel, _ := filepath.Rel(seeds, p)
+				out = append(out, rel)
+			}
+			return nil
+		})
 		return out
 	}
-	if s := listSeeds(); len(s) != 1 || !strings.HasPrefix(s[0], img.ID+"-") {
-		t.Fatalf("seeds after create: %v", s)
+	if s := listSeeds(); len(s) != 2 || !strings.HasPrefix(s[0], img.ID+"-") || !strings.HasPrefix(s[1], filepath.Join("roots", img.ID)+"/") {
+		t.Fatalf("seeds after create: %v, want the work-disk seed and a grown root of image %s", s, img.ID)
 	}
 	r.mustCall(api.MethodVMDelete, api.VMRef{Ref: v.Name}, nil)
 	r.mustCall(api.MethodImageDelete, api.ImageRef{Name: "debian"}, nil)
@@ -361,7 +365,9 @@ func TestImageIntentsAndSeeds(t *testing.T) {
 	}
 	s.Close()
 	os.MkdirAll(seeds, 0o700)
-	for _, f := range []string{del + "-400000-1.ext4", "0123456789-1-2.ext4.tmp"} {
+	os.MkdirAll(filepath.Join(seeds, "roots", del), 0o700)
+	os.MkdirAll(filepath.Join(seeds, "roots", reg), 0o700)
+	for _, f := range []string{del + "-400000-1.ext4", "0123456789-1-2.ext4.tmp", "roots/" + del + "/1-2-3.ext4", "roots/" + reg + "/1-2-3.ext4.tmp"} {
 		os.WriteFile(filepath.Join(seeds, f), nil, 0o600)
 	}
 	probe := filepath.Join(r.paths().StateDir, ".doctor-1234")

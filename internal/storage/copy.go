@@ -33,9 +33,11 @@ func SparseCopy(ctx context.Context, src, dst string) error {
 	return nil
 }
 
-// copyRoot makes root, the copy driver's root disk: the image copied to a
-// temporary name, grown to size, checked and resized, then renamed.
-func (m *Manager) copyRoot(ctx context.Context, image, root string, size int64) error {
+// copyRoot makes root, the copy driver's root disk: the image (grown to
+// size once and cached, see grown.go, when it has an ID and a seed
+// directory) copied to a temporary name, grown to size when not already,
+// then renamed.
+func (m *Manager) copyRoot(ctx context.Context, imageID, image, root string, size int64) error {
 	tmp := root + ".tmp"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing stale %s: %w", tmp, err)
@@ -43,10 +45,21 @@ func (m *Manager) copyRoot(ctx context.Context, image, root string, size int64) 
 	if _, err := os.Lstat(root); err == nil {
 		return fmt.Errorf("%s already exists", root)
 	}
-	if err := SparseCopy(ctx, image, tmp); err != nil {
+	src := image
+	if imageID != "" && m.seeds != "" {
+		grown, err := m.grownRoot(ctx, imageID, image, size)
+		if err != nil {
+			return err
+		}
+		src = grown
+	}
+	if err := SparseCopy(ctx, src, tmp); err != nil {
 		return err
 	}
-	err := growFile(ctx, m.host, tmp, size)
+	var err error
+	if src == image { // a grown copy is already its size
+		err = growFile(ctx, m.host, tmp, size)
+	}
 	if err == nil {
 		err = os.Rename(tmp, root)
 	}

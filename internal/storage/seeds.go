@@ -34,7 +34,9 @@ func seedImage(name string) (string, bool) {
 // versions, and one half-built), for when the image is deleted. It reports
 // how many it removed.
 func (m *Manager) RemoveSeeds(imageID string) (int, error) {
-	return m.pruneSeeds(func(id string, _ bool) bool { return id != imageID })
+	n, err := m.pruneSeeds(func(id string, _ bool) bool { return id != imageID })
+	g, gerr := m.pruneGrown(func(id string) bool { return id != imageID }, false)
+	return n + g, errors.Join(err, gerr)
 }
 
 // PruneSeeds deletes half-built seeds (a build killed midway) and the
@@ -43,7 +45,9 @@ func (m *Manager) RemoveSeeds(imageID string) (int, error) {
 // It is for start-up, when no seed is being built. It reports how many it
 // removed.
 func (m *Manager) PruneSeeds(keep func(imageID string) bool) (int, error) {
-	return m.pruneSeeds(func(id string, half bool) bool { return !half && keep(id) })
+	n, err := m.pruneSeeds(func(id string, half bool) bool { return !half && keep(id) })
+	g, gerr := m.pruneGrown(keep, true)
+	return n + g, errors.Join(err, gerr)
 }
 
 func (m *Manager) pruneSeeds(keep func(id string, half bool) bool) (int, error) {

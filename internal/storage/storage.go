@@ -109,6 +109,7 @@ type Disk struct {
 	VMID      string
 	VMDir     string // user-owned 0700 dir
 	ImagePath string // read-only base ext4 image
+	ImageID   string // the image's ID; names its cached grown copies (grown.go), "" for none
 	DiskBytes int64  // VM root disk size (>= image size)
 	State     State
 }
@@ -261,7 +262,7 @@ func (m *Manager) CreateRoot(ctx context.Context, d Disk) (State, error) {
 	if m.driver == DriverDM {
 		err = makeCOW(st.COWPath, cowBytes(d.DiskBytes))
 	} else {
-		err = m.copyRoot(ctx, d.ImagePath, st.RootDisk, d.DiskBytes)
+		err = m.copyRoot(ctx, d.ImageID, d.ImagePath, st.RootDisk, d.DiskBytes)
 	}
 	if err != nil {
 		empty := State{Driver: m.driver, WorkDisk: d.State.WorkDisk}
