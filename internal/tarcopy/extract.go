@@ -2,6 +2,7 @@ package tarcopy
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -348,4 +349,25 @@ func (x *extractor) finishDirs() error {
 		}
 	}
 	return nil
+}
+
+// Peek reads the archive's first header (the source's top entry) and
+// returns it with a reader that replays the whole archive from the start.
+func Peek(r io.Reader) (*tar.Header, io.Reader, error) {
+	var seen bytes.Buffer
+	hdr, err := tar.NewReader(io.TeeReader(r, &seen)).Next()
+	if errors.Is(err, io.EOF) {
+		return nil, nil, userErrorf("the archive is empty")
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the archive: %w", err)
+	}
+	return hdr, io.MultiReader(&seen, r), nil
+}
+
+// TopName is the source name an archive's first header stands for: its
+// first path component, or ContentsOnly for ".".
+func TopName(hdr *tar.Header) string {
+	first, _, _ := strings.Cut(path.Clean(hdr.Name), "/")
+	return first
 }

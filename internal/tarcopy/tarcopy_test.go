@@ -329,3 +329,31 @@ func TestSourceName(t *testing.T) {
 		}
 	}
 }
+
+// TestPeekReplays: the first header is read and the whole archive still
+// extracts from the replay.
+func TestPeekReplays(t *testing.T) {
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "tree")
+	makeTree(t, src)
+	hdr, replay, err := Peek(bytes.NewReader(archive(t, src)))
+	if err != nil || TopName(hdr) != "tree" || hdr.Typeflag != tar.TypeDir {
+		t.Fatalf("Peek: %v %v", hdr, err)
+	}
+	tg, err := Resolve(filepath.Join(tmp, "out"), TopName(hdr), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Extract(replay, tg, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := snapshot(t, filepath.Join(tmp, "out")), snapshot(t, src); !equalMaps(got, want) {
+		t.Fatalf("after Peek:\n got %v\nwant %v", got, want)
+	}
+	if hdr, _, _ := Peek(bytes.NewReader(archive(t, src+"/."))); TopName(hdr) != ContentsOnly {
+		t.Errorf("TopName of a dir/. archive: %q", TopName(hdr))
+	}
+	if _, _, err := Peek(bytes.NewReader(mkTar(t))); err == nil {
+		t.Error("Peek of an empty archive succeeded")
+	}
+}
