@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"banger/internal/tarcopy"
 )
@@ -20,12 +21,17 @@ func (s *server) copyOut(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fi, err := os.Lstat(filepath.Clean(p))
+	stat := os.Lstat
+	dirSyntax := strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.")
+	if dirSyntax {
+		stat = os.Stat
+	}
+	fi, err := stat(p)
 	if err != nil {
 		cpFail(w, err, p)
 		return
 	}
-	if strings.HasSuffix(p, "/") && !fi.IsDir() && fi.Mode()&fs.ModeSymlink == 0 {
+	if dirSyntax && !fi.IsDir() {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: p + " is not a directory in the guest"})
 		return
 	}
@@ -102,6 +108,8 @@ func cpFail(w http.ResponseWriter, err error, p string) {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: ue.Msg + " (in the guest)"})
 	case errors.Is(err, fs.ErrNotExist):
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "no such file or directory in the guest: " + p})
+	case errors.Is(err, syscall.ENOTDIR):
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: p + " is not a directory in the guest"})
 	case errors.Is(err, fs.ErrPermission):
 		writeJSON(w, http.StatusForbidden, errorBody{Error: "permission denied in the guest: " + p})
 	default:

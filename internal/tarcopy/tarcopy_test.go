@@ -357,3 +357,25 @@ func TestPeekReplays(t *testing.T) {
 		t.Error("Peek of an empty archive succeeded")
 	}
 }
+
+// TestWriteThroughSymlinkDir: "link/." archives the directory the link
+// names; "link" archives the link.
+func TestWriteThroughSymlinkDir(t *testing.T) {
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "tree")
+	makeTree(t, src)
+	link := filepath.Join(tmp, "link")
+	os.Symlink(src, link)
+	for in, want := range map[string]byte{link: tar.TypeSymlink, link + "/.": tar.TypeDir, link + "/": tar.TypeDir} {
+		hdr, _, err := Peek(bytes.NewReader(archive(t, in)))
+		if err != nil || hdr.Typeflag != want {
+			t.Errorf("Write(%s): first entry %v, %v; want type %c", in, hdr, err, want)
+		}
+	}
+	if err := copyTo(t, link+"/.", filepath.Join(tmp, "out")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := snapshot(t, filepath.Join(tmp, "out")), snapshot(t, src); !equalMaps(got, want) {
+		t.Errorf("copy of link/. differs:\n got %v\nwant %v", got, want)
+	}
+}

@@ -40,11 +40,14 @@ func SourceName(src string) string {
 
 // Write writes a tar of the file or tree at src to w. Entries are named
 // SourceName(src) and below it; a final symlink in src is archived as a
-// link, not followed. Sockets and device files are left out. It stops at
+// link, not followed, unless src ends in "/" or "/.". Sockets and device files are left out. It stops at
 // the first error (the archive is then incomplete) or when ctx is done.
 func Write(ctx context.Context, w io.Writer, src string) error {
 	tw := tar.NewWriter(w)
 	root := filepath.Clean(src)
+	if root != "/" && (strings.HasSuffix(src, "/") || strings.HasSuffix(src, "/.")) {
+		root += "/." // "link/" and "link/." archive the directory a symlink names
+	}
 	base := SourceName(src)
 	if _, err := os.Lstat(root); err != nil {
 		return err
