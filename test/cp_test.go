@@ -12,7 +12,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -247,6 +249,41 @@ func TestVMCp(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
 		t.Errorf("vm cp wrote outside the destination: %v", ents)
+	}
+
+	// A large copy on a terminal (script gives banger one) shows a
+	// progress line on stderr; -q shows none.
+	for _, quiet := range []bool{false, true} {
+		args := "vm cp dev:" + filepath.Join(guest, "src", "big.bin") + " " + filepath.Join(host, "progress.bin")
+		if quiet {
+			args = "vm cp -q" + strings.TrimPrefix(args, "vm cp")
+		}
+		sc := exec.Command("ip", "netns", "exec", e.ns, "script", "-qec", e.bins.banger+" "+args, "/dev/null")
+		sc.Env = e.environ()
+		b, err := sc.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s under script: %v: %q", args, err, b)
+		}
+		if got := strings.Contains(string(b), "MiB copied"); got == quiet {
+			t.Errorf("%s on a terminal: output %q; want a progress line: %v", args, b, !quiet)
+		}
+	}
+	if _, _, code := e.bangerIO(nil, "vm", "cp", "dev:"+filepath.Join(guest, "src", "big.bin"), filepath.Join(host, "progress.bin")); code != 0 {
+		t.Errorf("re-copy onto an existing file: exit %d", code)
+	}
+
+	// Completion: VM names as NAME: prefixes next to local paths; once one
+	// side is a VM, the other completes as files.
+	words, dir := e.completions("vm", "cp", "d")
+	if !slices.Contains(words, "dev:") || dir != ":6" {
+		t.Errorf("completing vm cp d: %q %s; want dev: with NoSpace|NoFileComp (:6)", words, dir)
+	}
+	words, _ = e.completions("vm", "cp", filepath.Join(host, "sr"))
+	if !slices.Contains(words, src+"/") {
+		t.Errorf("completing a local path: %q, want %s/", words, src)
+	}
+	if _, dir := e.completions("vm", "cp", "dev:/root/x", ""); dir != ":0" {
+		t.Errorf("completing DST after a VM side: directive %s, want file completion (:0)", dir)
 	}
 
 	e.ok("vm", "stop", "dev")

@@ -13,7 +13,8 @@ const progressMin = 4 << 20
 
 // copyProgress counts a copy's bytes and, on a terminal, redraws one line
 // on stderr ("12.0 MiB copied, 48.1 MiB/s") four times a second once the
-// copy passed progressMin. finish draws the last state and ends the line.
+// copy passed progressMin. finish draws the last state (also for a copy
+// that was over before the first tick) and ends the line.
 type copyProgress struct {
 	w     io.Writer
 	on    bool
@@ -74,8 +75,8 @@ func (p *copyProgress) finish() {
 	}
 	close(p.stop)
 	p.done.Wait()
+	p.draw()
 	if p.shown {
-		p.draw()
 		fmt.Fprintln(p.w)
 	}
 }

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseCpSide(t *testing.T) {
@@ -61,5 +64,20 @@ func TestSizeText(t *testing.T) {
 		if got := sizeText(in); got != want {
 			t.Errorf("sizeText(%v) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestCopyProgress(t *testing.T) {
+	var b strings.Builder
+	p := &copyProgress{w: &b, on: true, start: time.Now(), stop: make(chan struct{})}
+	io.Copy(io.Discard, p.reader(strings.NewReader(strings.Repeat("x", progressMin-1))))
+	p.draw()
+	if b.Len() != 0 {
+		t.Errorf("progress under %d bytes: %q", progressMin, b.String())
+	}
+	io.Copy(io.Discard, p.reader(strings.NewReader("xx")))
+	p.finish()
+	if out := b.String(); !strings.HasPrefix(out, "\r\033[K4.0 MiB copied, ") || !strings.HasSuffix(out, "/s\n") {
+		t.Errorf("progress line %q", out)
 	}
 }
