@@ -82,6 +82,9 @@ func (c *CopyOut) Close() error {
 	return nil
 }
 
+// Abort ends the stream without reading the rest.
+func (c *CopyOut) Abort() { c.resp.Body.Close() }
+
 // Out starts a tar of the guest's path (absolute).
 func (c *CopyClient) Out(ctx context.Context, path string) (*CopyOut, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent"+PathCopy+"?"+url.Values{"path": {path}}.Encode(), nil)

@@ -227,7 +227,7 @@ func (a *app) cpFromGuest(ctx context.Context, cc *agent.CopyClient, vm, from st
 	}
 	target, err := tarcopy.Resolve(dst.path, tarcopy.TopName(hdr), hdr.Typeflag == tar.TypeDir)
 	if err != nil {
-		out.Close()
+		out.Abort()
 		return usageErrorf("vm cp: %s", errMessage(err))
 	}
 	_, err = tarcopy.Extract(replay, target, tarcopy.Options{Owners: os.Geteuid() == 0})
