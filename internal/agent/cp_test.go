@@ -149,3 +149,20 @@ func isCopyError(err error, status int, substr string) bool {
 	var ce *CopyError
 	return errors.As(err, &ce) && ce.Status == status && strings.Contains(ce.Msg, substr)
 }
+
+// TestCopyOutFailureTrailer: a failure after the stream started (a procfs
+// file whose size lies) reaches the client as the trailer, from Close.
+func TestCopyOutFailureTrailer(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs procfs")
+	}
+	c := cpClient(t, Options{})
+	out, err := c.Out(context.Background(), "/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, out)
+	if err := out.Close(); !isCopyError(err, 500, "archiving /proc/self/status in the guest") {
+		t.Fatalf("Close: %v, want the archiving failure", err)
+	}
+}
