@@ -251,6 +251,24 @@ func TestVMCp(t *testing.T) {
 		t.Errorf("vm cp wrote outside the destination: %v", ents)
 	}
 
+	// A hostile tar on stdin is refused in the guest (exit 1: entries
+	// before it may be written) and nothing lands outside the directory.
+	var hb bytes.Buffer
+	tw := tar.NewWriter(&hb)
+	tw.WriteHeader(&tar.Header{Name: "esc", Typeflag: tar.TypeSymlink, Linkname: outside, Mode: 0o777})
+	tw.WriteHeader(&tar.Header{Name: "esc/pwn", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3})
+	tw.Write([]byte("pwn"))
+	tw.Close()
+	hostileDir := filepath.Join(guest, "hostile")
+	os.Mkdir(hostileDir, 0o755)
+	_, errOut, code = e.bangerIO(hb.Bytes(), "vm", "cp", "-", "dev:"+hostileDir)
+	if code != 1 || !strings.Contains(errOut, "outside the destination") || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+		t.Errorf("hostile tar on stdin: exit %d, stderr %q; want 1 and one line saying it leads outside", code, errOut)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("the hostile tar wrote outside: %v", ents)
+	}
+
 	// A large copy on a terminal (script gives banger one) shows a
 	// progress line on stderr; -q shows none.
 	for _, quiet := range []bool{false, true} {

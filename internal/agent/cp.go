@@ -83,6 +83,13 @@ func (s *server) copyIn(w http.ResponseWriter, r *http.Request) {
 	n, err := tarcopy.Extract(r.Body, target, tarcopy.Options{Owners: os.Geteuid() == 0})
 	if err != nil {
 		s.opts.Logger.Error("cp: extracting", "path", p, "err", err)
+		// Entries before the refused one are written: 409, not the 400
+		// of a refusal that changed nothing.
+		var ue *tarcopy.UserError
+		if errors.As(err, &ue) {
+			writeJSON(w, http.StatusConflict, errorBody{Error: ue.Msg + " (in the guest)"})
+			return
+		}
 		cpFail(w, err, p)
 		return
 	}

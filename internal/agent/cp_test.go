@@ -127,7 +127,7 @@ func TestCopyRefusals(t *testing.T) {
 	tw.Close()
 	dst := filepath.Join(tmp, "dst")
 	os.Mkdir(dst, 0o755)
-	if _, err := c.In(ctx, CopyIn{Path: dst, Raw: true}, &b); !isCopyError(err, 400, "leaves the destination") {
+	if _, err := c.In(ctx, CopyIn{Path: dst, Raw: true}, &b); !isCopyError(err, 409, "leaves the destination") {
 		t.Errorf("hostile archive: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(tmp, "escaped")); err == nil {

@@ -277,14 +277,15 @@ func (a *app) cpToGuest(ctx context.Context, cc *agent.CopyClient, stdin io.Read
 var errCopyEnded = errors.New("the copy ended")
 
 // cpAgentErr turns an agent failure into one line: the guest's refusals
-// (no such path, not a directory) exit 2, other failures 1.
+// before anything was written (no such path, not a directory: 400, 404)
+// exit 2, other failures (409: an entry refused mid-copy) 1.
 func cpAgentErr(vm string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var ce *agent.CopyError
 	if errors.As(err, &ce) {
-		if ce.Status >= 400 && ce.Status < 500 && ce.Status != http.StatusForbidden {
+		if ce.Status == http.StatusBadRequest || ce.Status == http.StatusNotFound {
 			return usageErrorf("vm cp: %s", ce.Msg)
 		}
 		return failf("vm cp: %s", ce.Msg)
