@@ -135,6 +135,8 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/info", s.info)
 	if !s.opts.Legacy {
 		mux.HandleFunc("POST "+PathExec, s.exec)
+		mux.HandleFunc("GET "+PathCopy, s.copyOut)
+		mux.HandleFunc("PUT "+PathCopy, s.copyIn)
 	}
 	return mux
 }

@@ -10,10 +10,15 @@ import (
 // /healthz. Agents from before versioning report nothing (0).
 //
 //	1: POST /v1/exec (upgrade to a framed stream, see ExecRequest).
-const ProtocolVersion = 1
+//	2: GET /v1/cp (a tar of a guest path) and PUT /v1/cp (extract a tar
+//	   beneath a guest path), see cpclient.go.
+const ProtocolVersion = 2
 
 // ProtocolExec is the first protocol version with /v1/exec.
 const ProtocolExec = 1
+
+// ProtocolCopy is the first protocol version with /v1/cp.
+const ProtocolCopy = 2
 
 // PathExec is the exec endpoint.
 const PathExec = "/v1/exec"

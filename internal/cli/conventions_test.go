@@ -55,6 +55,16 @@ func TestCLIConventions(t *testing.T) {
 		{[]string{"vm", "create", "ok", "--memory", "4G", "--cpus", "2"}, 1, "banger: bangerd not found at " + env["BANGER_DAEMON_BIN"] + " (BANGER_DAEMON_BIN); unset it or point it at bangerd", ""},
 		// Preflight names are checked.
 		{[]string{"doctor", "--ignore-preflight-errors", "kvm,kvmm"}, 2, `banger: --ignore-preflight-errors: "kvmm" is not a preflight check; use kvm, pvm, vhost_vsock, firecracker, kernel, agent, sudo, device_mapper, loop, tun, nat, forward_policy, dns_port, state_dir, debootstrap, or all`, ""},
+		// vm cp: exactly one side is VM:PATH; local paths are checked first.
+		{[]string{"vm", "cp"}, 2, "banger vm cp: needs SRC and DST, one of them VM:PATH, e.g. `banger vm cp dev:/root/notes.txt .` (see `banger vm cp --help`)", ""},
+		{[]string{"vm", "cp", "a", "b"}, 2, "banger: vm cp needs one side as VM:PATH, e.g. `banger vm cp dev:/root/notes.txt .` (got a and b)", ""},
+		{[]string{"vm", "cp", "-", "./x:y"}, 2, "banger: vm cp needs one side as VM:PATH, e.g. `banger vm cp dev:/root/notes.txt .` (got - and ./x:y)", ""},
+		{[]string{"vm", "cp", "dev:/a", "web:/b"}, 2, "banger: vm cp copies between the host and one VM; make SRC or DST a local path (got dev:/a and web:/b)", ""},
+		{[]string{"vm", "cp", "dev:", "/tmp"}, 2, "banger: vm cp: give a guest path after dev:, e.g. dev:/root/", ""},
+		{[]string{"vm", "cp", "/nonexistent-banger-cp", "dev:/root/"}, 2, "banger: vm cp: no such file or directory: /nonexistent-banger-cp", ""},
+		{[]string{"vm", "cp", "dev:/x", "/nonexistent-banger-cp/sub"}, 2, "banger: vm cp: /nonexistent-banger-cp/sub does not exist (its parent /nonexistent-banger-cp must be an existing directory)", ""},
+		{[]string{"vm", "cp", "dev:/x", "/tmp", "extra"}, 2, "banger vm cp: needs SRC and DST, one of them VM:PATH, e.g. `banger vm cp dev:/root/notes.txt .` (see `banger vm cp --help`)", ""},
+		{[]string{"vm", "cp", "dev:/x", "/tmp"}, 1, "banger: bangerd not found at " + env["BANGER_DAEMON_BIN"] + " (BANGER_DAEMON_BIN); unset it or point it at bangerd", ""},
 		// Flags.
 		{[]string{"vm", "list", "--bogus"}, 2, "banger: unknown flag: --bogus (see `banger vm list --help`)", ""},
 	}
