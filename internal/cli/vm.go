@@ -35,6 +35,7 @@ func (a *app) addVMCommands(root *cobra.Command) {
 		a.vmStatsCmd(),
 		a.vmHealthCmd(),
 		a.vmLogsCmd(),
+		a.vmForwardCmd(),
 	)
 	root.AddCommand(vm)
 }
