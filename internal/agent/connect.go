@@ -34,8 +34,12 @@ const guestDialTimeout = 5 * time.Second
 // (uint32, big endian) and that many bytes. A frame of length 0 is EOF
 // (the sender half-closed); Firecracker's hybrid vsock ends the whole
 // connection when the host half-closes its socket, so half-close travels
-// in band. Closing the connection is an abort.
-const maxTunnelFrame = 64 << 10
+// in band. Closing the connection is an abort. Frames are at most
+// maxTunnelFrame; a writer sends up to tunnelChunk at a time.
+const (
+	maxTunnelFrame = 1 << 20
+	tunnelChunk    = 256 << 10
+)
 
 // ConnectError is a guest port the agent could not connect to.
 type ConnectError struct {
@@ -159,6 +163,11 @@ func DialGuestPort(ctx context.Context, conn net.Conn, port uint16) (net.Conn, e
 	}
 	if err != nil {
 		conn.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// The conn deadline (ctx's) fired before ctx itself did.
+			return nil, fmt.Errorf("connecting to guest port %d: %w", port, context.DeadlineExceeded)
+		}
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
@@ -262,11 +271,11 @@ func (t *tunnel) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("writing to the tunnel after CloseWrite: %w", net.ErrClosed)
 	}
 	if t.wbuf == nil {
-		t.wbuf = make([]byte, 4+maxTunnelFrame)
+		t.wbuf = make([]byte, 4+tunnelChunk)
 	}
 	written := 0
 	for len(p) > 0 {
-		c := min(len(p), maxTunnelFrame)
+		c := min(len(p), tunnelChunk)
 		binary.BigEndian.PutUint32(t.wbuf, uint32(c))
 		copy(t.wbuf[4:], p[:c])
 		if _, err := t.Conn.Write(t.wbuf[:4+c]); err != nil {

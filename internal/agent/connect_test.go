@@ -236,7 +236,7 @@ func TestTunnelFraming(t *testing.T) {
 	a, b := net.Pipe()
 	ta := newTunnel(a, a)
 	go func() {
-		ta.Write(make([]byte, 2*maxTunnelFrame+1))
+		ta.Write(make([]byte, 2*tunnelChunk+1))
 		a.Close()
 	}()
 	var frames []int
@@ -249,7 +249,7 @@ func TestTunnelFraming(t *testing.T) {
 		frames = append(frames, n)
 		io.CopyN(io.Discard, b, int64(n))
 	}
-	if len(frames) != 3 || frames[0] != maxTunnelFrame || frames[2] != 1 {
+	if len(frames) != 3 || frames[0] != tunnelChunk || frames[2] != 1 {
 		t.Fatalf("frames = %v", frames)
 	}
 

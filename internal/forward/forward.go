@@ -190,6 +190,33 @@ func (f *Forward) serve(c net.Conn) {
 	}
 }
 
+// copyBuf is the buffer of one direction of a joined pair: large, so a
+// bulk transfer costs few syscalls on each side.
+const copyBuf = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { return new([copyBuf]byte) }}
+
+// copyConn copies src to dst until src's EOF, with a large buffer (io.Copy
+// would hand TCP connections to their 32 KiB ReadFrom/WriteTo paths).
+func copyConn(dst io.Writer, src io.Reader) error {
+	buf := bufPool.Get().(*[copyBuf]byte)
+	defer bufPool.Put(buf)
+	for {
+		n, err := src.Read(buf[:])
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // closeWriter is a connection that can end its write side alone.
 type closeWriter interface{ CloseWrite() error }
 
@@ -201,7 +228,7 @@ type closeWriter interface{ CloseWrite() error }
 func Join(a, b net.Conn) error {
 	errc := make(chan error, 2)
 	half := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
+		err := copyConn(dst, src)
 		if err != nil {
 			// Abort: the other direction cannot go on meaningfully.
 			a.Close()
