@@ -264,3 +264,22 @@ func TestTunnelFraming(t *testing.T) {
 		t.Fatalf("aborted tunnel: ReadAll = %q, %v; want the bytes and ErrUnexpectedEOF", got, err)
 	}
 }
+
+// A service bound to another loopback address (127.0.0.9, as systemd's
+// resolver uses 127.0.0.53) is found through /proc when 127.0.0.1 refuses.
+func TestConnectOtherLoopback(t *testing.T) {
+	g := startGuestServer(t, "tcp4", "127.0.0.9:0", "reply")
+	g.reply = "other"
+	dial := execServer(t, Options{})
+	tc, err := dialPort(t, dial, g.port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.(interface{ CloseWrite() error }).CloseWrite()
+	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "other" {
+		t.Fatalf("reply = %q, %v", got, err)
+	}
+}

@@ -198,7 +198,19 @@ var bufPool = sync.Pool{New: func() any { return new([copyBuf]byte) }}
 
 // copyConn copies src to dst until src's EOF, with a large buffer (io.Copy
 // would hand TCP connections to their 32 KiB ReadFrom/WriteTo paths).
+//
+// A connection other than a plain TCP one may bring its own faster path
+// (the agent's tunnel splices): src's WriterTo or dst's ReaderFrom is used
+// then. Those must not send an EOF themselves (Join half-closes).
 func copyConn(dst io.Writer, src io.Reader) error {
+	if wt, ok := src.(io.WriterTo); ok && !isTCP(src) {
+		_, err := wt.WriteTo(dst)
+		return err
+	}
+	if rf, ok := dst.(io.ReaderFrom); ok && !isTCP(dst) {
+		_, err := rf.ReadFrom(src)
+		return err
+	}
 	buf := bufPool.Get().(*[copyBuf]byte)
 	defer bufPool.Put(buf)
 	for {
@@ -215,6 +227,11 @@ func copyConn(dst io.Writer, src io.Reader) error {
 			return err
 		}
 	}
+}
+
+func isTCP(x any) bool {
+	_, ok := x.(*net.TCPConn)
+	return ok
 }
 
 // closeWriter is a connection that can end its write side alone.
