@@ -66,8 +66,8 @@ type Options struct {
 	// Version is reported by /healthz.
 	Version string
 	// Legacy makes the agent answer as one from before protocol versioning
-	// (no protocol in /healthz, no /v1/exec); the fake Firecracker uses it
-	// to stand in for an old image.
+	// (no protocol in /healthz, no /v1/exec, /v1/ports or /v1/connect); the
+	// fake Firecracker uses it to stand in for an old image.
 	Legacy bool
 	// ProcRoot is where procfs is read (default "/proc").
 	ProcRoot string

@@ -28,7 +28,7 @@
 //	FCFAKE_FAIL_START=1              InstanceStart fails with a 400
 //	FCFAKE_SOCKET_DELAY=<dur>        the API socket appears that late
 //	FCFAKE_AGENT_DOWN=1              vsock CONNECT is never answered (closed, no OK)
-//	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec)
+//	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec, no ports)
 //	FCFAKE_BOOT_DELAY=<dur>          the agent answers only that long after InstanceStart
 //	FCFAKE_SSH_LOGINS=<n>            the SSH login count the guest's agent reports (0)
 package main
