@@ -343,7 +343,19 @@ func TestVMForward(t *testing.T) {
 		t.Fatalf("forward to a stopped vm: exit %d, stderr %q; want 1 naming `banger vm start dev`", code, errOut)
 	}
 
-	// An agent from before forwards is refused with the rebuild hint.
+	// An agent with exec but without ports (protocol 1) is refused with the
+	// daemon's wording; exec still works there.
+	e.ok("daemon", "stop")
+	e.extra = []string{"FCFAKE_AGENT_PROTOCOL=1"}
+	e.ok("vm", "start", "dev")
+	_, errOut, code = e.banger("vm", "forward", "dev", "0:80")
+	if code != 1 || !strings.Contains(errOut, "older than this banger (it has no port forwarding)") || !strings.Contains(errOut, "banger image build debian --name debian") {
+		t.Fatalf("forward with a protocol 1 agent: exit %d, stderr %q; want 1 and the rebuild hint", code, errOut)
+	}
+	e.ok("vm", "exec", "dev", "--", "true")
+	e.ok("vm", "stop", "dev")
+
+	// An agent from before versioning is refused too (by the daemon).
 	e.ok("daemon", "stop")
 	e.extra = []string{"FCFAKE_AGENT_LEGACY=1"}
 	e.ok("vm", "start", "dev")

@@ -69,6 +69,11 @@ type Options struct {
 	// (no protocol in /healthz, no /v1/exec, /v1/ports or /v1/connect); the
 	// fake Firecracker uses it to stand in for an old image.
 	Legacy bool
+	// Protocol caps the protocol version the agent speaks (default
+	// ProtocolVersion): /healthz reports it and endpoints of later versions
+	// are not served. The fake Firecracker uses it to stand in for an image
+	// whose agent is older than this banger but newer than Legacy.
+	Protocol int
 	// ProcRoot is where procfs is read (default "/proc").
 	ProcRoot string
 	// EtcRoot is where os-release is read (default "/etc").
@@ -131,6 +136,12 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Protocol <= 0 || o.Protocol > ProtocolVersion {
+		o.Protocol = ProtocolVersion
+	}
+	if o.Legacy {
+		o.Protocol = 0
+	}
 	if !o.GuestLoopback.IsValid() {
 		o.GuestLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	}
@@ -150,6 +161,8 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/info", s.info)
 	if !s.opts.Legacy {
 		mux.HandleFunc("POST "+PathExec, s.exec)
+	}
+	if s.opts.Protocol >= ProtocolPorts {
 		mux.HandleFunc("GET "+PathPorts, s.ports)
 		mux.HandleFunc("POST "+PathConnect, s.connect)
 	}

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // procAddr formats addr:port as the kernel does in /proc/net/tcp*: each
@@ -156,4 +157,24 @@ func TestPortsRealProc(t *testing.T) {
 		}
 	}
 	t.Fatalf("Ports = %v, does not list 127.0.0.1:%d", ls, port)
+}
+
+// An agent capped at protocol 1 (exec, no ports) says so in /healthz and
+// serves neither ports endpoint.
+func TestProtocolCap(t *testing.T) {
+	c := serveUnix(t, Handler(Options{Protocol: ProtocolExec, ProcRoot: fixtureProc(t), Hostname: "h", BootID: "b", BootTime: time.Now()}))
+	h, _, err := c.Health(context.Background())
+	if err != nil || h.Protocol != ProtocolExec {
+		t.Fatalf("Health = %+v, %v; want protocol %d", h, err, ProtocolExec)
+	}
+	if _, err := c.Ports(context.Background()); !errors.Is(err, ErrPortsUnsupported) {
+		t.Fatalf("Ports on a protocol 1 agent = %v, want ErrPortsUnsupported", err)
+	}
+	dial := execServer(t, Options{Protocol: ProtocolExec})
+	if _, err := dialPort(t, dial, 80); !errors.Is(err, ErrPortsUnsupported) {
+		t.Fatalf("DialGuestPort on a protocol 1 agent = %v, want ErrPortsUnsupported", err)
+	}
+	if r := runExec(t, dial, ExecRequest{Argv: []string{"true"}}, nil); r.code != 0 {
+		t.Fatalf("exec on a protocol 1 agent: exit %d", r.code)
+	}
 }

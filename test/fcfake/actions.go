@@ -71,6 +71,7 @@ func (v *vmm) markBooted() {
 	v.guest.Store(&guestInfo{hostname: host, handler: agent.Handler(agent.Options{
 		Version:        "fcfake-" + fcVersion,
 		Legacy:         v.sw.agentLegacy,
+		Protocol:       v.sw.agentProtocol,
 		Hostname:       host,
 		BootID:         newBootID(),
 		BootTime:       now,

@@ -29,6 +29,7 @@
 //	FCFAKE_SOCKET_DELAY=<dur>        the API socket appears that late
 //	FCFAKE_AGENT_DOWN=1              vsock CONNECT is never answered (closed, no OK)
 //	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec, no ports)
+//	FCFAKE_AGENT_PROTOCOL=<n>        the agent speaks protocol n at most (1: exec but no ports)
 //	FCFAKE_BOOT_DELAY=<dur>          the agent answers only that long after InstanceStart
 //	FCFAKE_SSH_LOGINS=<n>            the SSH login count the guest's agent reports (0)
 package main
@@ -334,6 +335,7 @@ type switches struct {
 	socketDelay      time.Duration
 	agentDown        bool
 	agentLegacy      bool
+	agentProtocol    int
 	bootDelay        time.Duration
 	sshLogins        int
 }
@@ -385,6 +387,7 @@ func switchesFromEnv(getenv func(string) string) (switches, error) {
 	duration("FCFAKE_SOCKET_DELAY", &sw.socketDelay)
 	boolean("FCFAKE_AGENT_DOWN", &sw.agentDown)
 	boolean("FCFAKE_AGENT_LEGACY", &sw.agentLegacy)
+	integer("FCFAKE_AGENT_PROTOCOL", 1, 1<<20, &sw.agentProtocol)
 	duration("FCFAKE_BOOT_DELAY", &sw.bootDelay)
 	integer("FCFAKE_SSH_LOGINS", 0, 1<<20, &sw.sshLogins)
 	return sw, err
