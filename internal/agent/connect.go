@@ -232,7 +232,22 @@ type tunnel struct {
 
 	wmu  sync.Mutex
 	wEOF bool
-	wbuf []byte
+	wbuf []byte // header and payload of Write, grown to what it is given
+	// rbuf and wplain are the plain (non-splice) copy paths' buffers of
+	// WriteTo and ReadFrom; wplain has room for a frame header in front.
+	rbuf, wplain []byte
+}
+
+// plainChunk is the plain copy paths' buffer size: a guest may hold a
+// hundred tunnels open.
+const plainChunk = 64 << 10
+
+// plainBuf allocates *b on first use.
+func plainBuf(b *[]byte) []byte {
+	if *b == nil {
+		*b = make([]byte, 4+plainChunk)
+	}
+	return *b
 }
 
 func newTunnel(conn net.Conn, r io.Reader) *tunnel {
@@ -298,8 +313,8 @@ func (t *tunnel) Write(p []byte) (int, error) {
 	if t.wEOF {
 		return 0, fmt.Errorf("writing to the tunnel after CloseWrite: %w", net.ErrClosed)
 	}
-	if t.wbuf == nil {
-		t.wbuf = make([]byte, 4+tunnelChunk)
+	if want := 4 + min(len(p), tunnelChunk); len(t.wbuf) < want {
+		t.wbuf = make([]byte, want)
 	}
 	written := 0
 	for len(p) > 0 {

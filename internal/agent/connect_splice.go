@@ -80,16 +80,20 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 			}
 			continue
 		}
-		var src io.Reader = t.r
-		if splice {
-			src = raw
-		}
 		var n int64
 		var err error
 		if splice {
-			n, err = rf.ReadFrom(&io.LimitedReader{R: src, N: int64(t.remaining)})
+			n, err = rf.ReadFrom(&io.LimitedReader{R: raw, N: int64(t.remaining)})
 		} else {
-			n, err = io.CopyN(w, src, int64(t.remaining))
+			buf := plainBuf(&t.rbuf)
+			var m int
+			m, err = t.r.Read(buf[:min(len(buf), t.remaining)])
+			if m > 0 {
+				if _, werr := w.Write(buf[:m]); werr != nil {
+					err = werr
+				}
+			}
+			n = int64(m)
 		}
 		total += n
 		t.remaining -= int(n)
@@ -99,7 +103,7 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			return total, err
 		}
-		if t.remaining > 0 {
+		if splice && t.remaining > 0 {
 			return total, errTunnelTruncated
 		}
 	}
@@ -118,12 +122,15 @@ func (t *tunnel) ReadFrom(r io.Reader) (int64, error) {
 			}
 		}
 	}
-	buf := make([]byte, tunnelChunk)
+	// Read straight behind a header slot: one write per frame, no copy.
+	t.wmu.Lock()
+	buf := plainBuf(&t.wplain)
+	t.wmu.Unlock()
 	var total int64
 	for {
-		n, err := r.Read(buf)
+		n, err := r.Read(buf[4:])
 		if n > 0 {
-			if _, werr := t.Write(buf[:n]); werr != nil {
+			if werr := t.writeFrame(buf, n); werr != nil {
 				return total, werr
 			}
 			total += int64(n)
@@ -135,6 +142,18 @@ func (t *tunnel) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// writeFrame sends buf[:4+n], a frame whose payload is already at buf[4:].
+func (t *tunnel) writeFrame(buf []byte, n int) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.wEOF {
+		return errors.New("writing to the tunnel after CloseWrite")
+	}
+	buf[0], buf[1], buf[2], buf[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	_, err := t.Conn.Write(buf[:4+n])
+	return err
 }
 
 // spliceFrom moves up to tunnelChunk bytes at a time from src into a pipe,

@@ -5,14 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"banger/internal/forward"
 )
 
 // guestServer is a stateful guest TCP service: "echo" copies back and
@@ -282,4 +286,85 @@ func TestConnectOtherLoopback(t *testing.T) {
 	if err != nil || string(got) != "other" {
 		t.Fatalf("reply = %q, %v", got, err)
 	}
+}
+
+// opaqueConn hides the unix socket under it, as a guest's vsock
+// connection is no *net.UnixConn: the tunnel takes its plain copy paths.
+type opaqueConn struct{ net.Conn }
+
+type opaqueListener struct{ net.Listener }
+
+func (l opaqueListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return opaqueConn{c}, nil
+}
+
+// Through forward.Join on both ends (the path of a forward), over a
+// transport that cannot splice: 100 concurrent echoes of 256 KiB and
+// half-close, checked byte for byte.
+func TestConnectPlainPaths(t *testing.T) {
+	g := startGuestServer(t, "tcp4", "127.0.0.1:0", "echo")
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, opaqueListener{l}, Handler(Options{})) }()
+	t.Cleanup(func() { cancel(); <-done })
+	f, err := forward.Listen(context.Background(), "127.0.0.1:0", func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", sock)
+		if err != nil {
+			return nil, err
+		}
+		return DialGuestPort(ctx, opaqueConn{c}, g.port())
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- echoVia(f.Addr().String(), 256<<10)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func echoVia(addr string, n int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	want := make([]byte, n)
+	rand.Read(want)
+	go func() {
+		c.Write(want)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("echo of %d bytes came back as %d different bytes", n, len(got))
+	}
+	return nil
 }
