@@ -53,6 +53,8 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 	raw := rawUnix(t.Conn)
 	rf, splice := w.(*net.TCPConn)
 	splice = splice && raw != nil
+	var pipe *splicePipe
+	var srcRaw, dstRaw syscall.RawConn
 	var total int64
 	for {
 		for t.remaining == 0 {
@@ -82,8 +84,32 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 		}
 		var n int64
 		var err error
+		if splice && pipe == nil {
+			if pipe, err = newSplicePipe(); err != nil {
+				splice, pipe, err = false, nil, nil
+			} else {
+				defer pipe.close()
+				if srcRaw, err = raw.SyscallConn(); err == nil {
+					dstRaw, err = rf.SyscallConn()
+				}
+				if err != nil {
+					return total, err
+				}
+			}
+		}
 		if splice {
-			n, err = rf.ReadFrom(&io.LimitedReader{R: raw, N: int64(t.remaining)})
+			var eof bool
+			n, eof, err = pipe.fill(srcRaw, t.remaining, false)
+			if errors.Is(err, errNoSplice) {
+				splice = false // nothing moved: copy instead
+				continue
+			}
+			if err == nil && n > 0 {
+				err = pipe.drain(dstRaw, int(n))
+			}
+			if err == nil && eof {
+				err = io.EOF
+			}
 		} else {
 			buf := plainBuf(&t.rbuf)
 			var m int
@@ -102,9 +128,6 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 		}
 		if err != nil {
 			return total, err
-		}
-		if splice && t.remaining > 0 {
-			return total, errTunnelTruncated
 		}
 	}
 }
@@ -156,9 +179,9 @@ func (t *tunnel) writeFrame(buf []byte, n int) error {
 	return err
 }
 
-// spliceFrom moves up to tunnelChunk bytes at a time from src into a pipe,
-// writes the frame header, and moves the pipe's bytes to dst. handled is
-// false when nothing was done (src cannot be spliced).
+// spliceFrom moves what src holds (up to the pipe's size) at a time into a
+// pipe, writes the frame header, and moves the pipe's bytes to dst.
+// handled is false when nothing was done (src cannot be spliced).
 func (t *tunnel) spliceFrom(src syscall.Conn, dst *net.UnixConn) (int64, bool, error) {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
@@ -168,57 +191,24 @@ func (t *tunnel) spliceFrom(src syscall.Conn, dst *net.UnixConn) (int64, bool, e
 	if err != nil {
 		return 0, false, nil
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	pipe, err := newSplicePipe()
+	if err != nil {
 		return 0, false, nil
 	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
-	capacity := tunnelChunk
-	if sz, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, tunnelChunk); err != nil {
-		capacity = 64 << 10 // the default pipe size
-	} else {
-		capacity = min(sz, tunnelChunk)
-	}
-	const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	defer pipe.close()
 	var total int64
 	for {
-		// The pipe is empty here, so EAGAIN means src has nothing yet. What
-		// src has right now goes into one frame (up to the pipe's size):
-		// fewer, larger frames wake the other end less often.
-		var n int64
-		var serr error
-		eof := false
-		rerr := srcRaw.Read(func(fd uintptr) bool {
-			for n < int64(capacity) {
-				m, err := unix.Splice(int(fd), nil, p[1], nil, capacity-int(n), flags)
-				switch {
-				case err == unix.EINTR:
-					continue
-				case err == unix.EAGAIN:
-					return n > 0 // wait for src only when nothing was read
-				case err != nil:
-					serr = err
-					return true
-				case m == 0:
-					eof = true
-					return true
-				}
-				n += m
-			}
-			return true
-		})
-		if rerr != nil {
-			return total, true, rerr
-		}
-		if serr != nil && n == 0 {
-			if total == 0 && (serr == unix.EINVAL || serr == unix.ENOSYS || serr == unix.EOPNOTSUPP) {
+		// What src has right now goes into one frame: fewer, larger frames
+		// wake the other end less often.
+		n, eof, err := pipe.fill(srcRaw, pipe.size, true)
+		if err != nil && n == 0 {
+			if total == 0 && errors.Is(err, errNoSplice) {
 				return 0, false, nil
 			}
-			return total, true, &net.OpError{Op: "splice", Net: "tcp", Err: serr}
+			return total, true, err
 		}
 		if n > 0 {
-			if err := t.writeSplicedFrame(dstRaw, p[0], int(n)); err != nil {
+			if err := t.writeSplicedFrame(dstRaw, pipe, int(n)); err != nil {
 				return total, true, err
 			}
 			total += n
@@ -231,7 +221,7 @@ func (t *tunnel) spliceFrom(src syscall.Conn, dst *net.UnixConn) (int64, bool, e
 
 // writeSplicedFrame sends a header for n bytes, then the n bytes waiting in
 // the pipe.
-func (t *tunnel) writeSplicedFrame(dstRaw syscall.RawConn, pipe, n int) error {
+func (t *tunnel) writeSplicedFrame(dstRaw syscall.RawConn, pipe *splicePipe, n int) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if t.wEOF {
@@ -241,14 +231,88 @@ func (t *tunnel) writeSplicedFrame(dstRaw syscall.RawConn, pipe, n int) error {
 	if _, err := t.Conn.Write(hdr); err != nil {
 		return err
 	}
-	const flags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+	return pipe.drain(dstRaw, n)
+}
+
+// errNoSplice: the socket cannot be spliced (nothing was moved).
+var errNoSplice = errors.New("splice not supported")
+
+// splicePipe is a pipe that bytes pass through between two sockets.
+type splicePipe struct {
+	r, w int
+	size int
+}
+
+func newSplicePipe() (*splicePipe, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	sp := &splicePipe{r: p[0], w: p[1], size: 64 << 10} // the default pipe size
+	if sz, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, tunnelChunk); err == nil {
+		sp.size = min(sz, tunnelChunk)
+	}
+	return sp, nil
+}
+
+func (p *splicePipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+
+// fill moves up to max bytes from src into the (empty) pipe, waiting until
+// src has some; with greedy it goes on while src has more without waiting.
+// eof is src's EOF.
+func (p *splicePipe) fill(src syscall.RawConn, max int, greedy bool) (n int64, eof bool, err error) {
+	max = min(max, p.size)
+	var serr error
+	rerr := src.Read(func(fd uintptr) bool {
+		for n < int64(max) {
+			m, err := unix.Splice(int(fd), nil, p.w, nil, max-int(n), spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				// The pipe has room, so src has nothing (yet): wait only
+				// when nothing was moved.
+				return n > 0
+			case err != nil:
+				serr = err
+				return true
+			case m == 0:
+				eof = true
+				return true
+			}
+			n += m
+			if !greedy {
+				return true
+			}
+		}
+		return true
+	})
+	if rerr != nil {
+		return n, eof, rerr
+	}
+	if serr != nil {
+		if n == 0 && (serr == unix.EINVAL || serr == unix.ENOSYS || serr == unix.EOPNOTSUPP) {
+			return 0, false, errNoSplice
+		}
+		return n, eof, &net.OpError{Op: "splice", Err: serr}
+	}
+	return n, eof, nil
+}
+
+// drain moves the n bytes in the pipe to dst.
+func (p *splicePipe) drain(dst syscall.RawConn, n int) error {
 	for left := n; left > 0; {
 		var m int64
 		var serr error
-		werr := dstRaw.Write(func(fd uintptr) bool {
+		werr := dst.Write(func(fd uintptr) bool {
 			for {
 				// The pipe holds data, so EAGAIN means dst is full.
-				m, serr = unix.Splice(pipe, nil, int(fd), nil, left, flags)
+				m, serr = unix.Splice(p.r, nil, int(fd), nil, left, spliceFlags)
 				if serr != unix.EINTR {
 					return serr != unix.EAGAIN
 				}
@@ -258,7 +322,7 @@ func (t *tunnel) writeSplicedFrame(dstRaw syscall.RawConn, pipe, n int) error {
 			return werr
 		}
 		if serr != nil {
-			return &net.OpError{Op: "splice", Net: "unix", Err: serr}
+			return &net.OpError{Op: "splice", Err: serr}
 		}
 		left -= int(m)
 	}
