@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -65,9 +66,14 @@ type Options struct {
 	// Version is reported by /healthz.
 	Version string
 	// Legacy makes the agent answer as one from before protocol versioning
-	// (no protocol in /healthz, no /v1/exec); the fake Firecracker uses it
-	// to stand in for an old image.
+	// (no protocol in /healthz, no /v1/exec, /v1/ports or /v1/connect); the
+	// fake Firecracker uses it to stand in for an old image.
 	Legacy bool
+	// Protocol caps the protocol version the agent speaks (default
+	// ProtocolVersion): /healthz reports it and endpoints of later versions
+	// are not served. The fake Firecracker uses it to stand in for an image
+	// whose agent is older than this banger but newer than Legacy.
+	Protocol int
 	// ProcRoot is where procfs is read (default "/proc").
 	ProcRoot string
 	// EtcRoot is where os-release is read (default "/etc").
@@ -92,6 +98,17 @@ type Options struct {
 	// Logins overrides the SSH login count (default: utmp and sshd session
 	// processes, see countLogins).
 	Logins func() (int, error)
+
+	// GuestLoopback is the address /v1/connect dials for a port that listens
+	// on IPv4 loopback or wildcard (default 127.0.0.1). The fake Firecracker
+	// gives each fake guest its own (127.77.x.y), as its guests share the
+	// host's network namespace.
+	GuestLoopback netip.Addr
+	// ExactListeners makes /v1/ports report, and /v1/connect consider, only
+	// IPv4 listeners bound to exactly GuestLoopback (the fake Firecracker:
+	// wildcard and other listeners there belong to the host, the daemon's
+	// forwards among them).
+	ExactListeners bool
 
 	// Logger receives request failures (default: discard).
 	Logger *slog.Logger
@@ -119,14 +136,23 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Protocol <= 0 || o.Protocol > ProtocolVersion {
+		o.Protocol = ProtocolVersion
+	}
+	if o.Legacy {
+		o.Protocol = 0
+	}
+	if !o.GuestLoopback.IsValid() {
+		o.GuestLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
 }
 
-// Handler returns the agent's HTTP handler: GET /healthz, GET /v1/info and
-// POST /v1/exec.
+// Handler returns the agent's HTTP handler: GET /healthz, GET /v1/info,
+// POST /v1/exec, GET /v1/ports and POST /v1/connect.
 // Other paths get 404 and other methods 405.
 func Handler(opts Options) http.Handler {
 	s := &server{opts: opts.withDefaults()}
@@ -137,6 +163,10 @@ func Handler(opts Options) http.Handler {
 		mux.HandleFunc("POST "+PathExec, s.exec)
 		mux.HandleFunc("GET "+PathCopy, s.copyOut)
 		mux.HandleFunc("PUT "+PathCopy, s.copyIn)
+	}
+	if s.opts.Protocol >= ProtocolPorts {
+		mux.HandleFunc("GET "+PathPorts, s.ports)
+		mux.HandleFunc("POST "+PathConnect, s.connect)
 	}
 	return mux
 }

@@ -12,6 +12,8 @@ import (
 //	1: POST /v1/exec (upgrade to a framed stream, see ExecRequest).
 //	2: GET /v1/cp (a tar of a guest path) and PUT /v1/cp (extract a tar
 //	   beneath a guest path), see cpclient.go.
+//	2: GET /v1/ports (listening TCP sockets) and POST /v1/connect?port=N
+//	   (upgrade to a byte tunnel to a guest port, see connect.go).
 const ProtocolVersion = 2
 
 // ProtocolExec is the first protocol version with /v1/exec.
@@ -19,6 +21,9 @@ const ProtocolExec = 1
 
 // ProtocolCopy is the first protocol version with /v1/cp.
 const ProtocolCopy = 2
+
+// ProtocolPorts is the first protocol version with /v1/ports and /v1/connect.
+const ProtocolPorts = 2
 
 // PathExec is the exec endpoint.
 const PathExec = "/v1/exec"

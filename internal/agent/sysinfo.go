@@ -18,7 +18,7 @@ import (
 func (s *server) readHealthz() (Healthz, error) {
 	h := Healthz{Status: "ok", Version: s.opts.Version, Hostname: s.opts.Hostname, BootID: s.opts.BootID}
 	if !s.opts.Legacy {
-		h.Protocol = ProtocolVersion
+		h.Protocol = s.opts.Protocol
 	}
 	var err error
 	if h.Hostname == "" {

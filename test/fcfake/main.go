@@ -8,6 +8,15 @@
 // SIGTERM not handled. The simulated guest answers on vsock with the real
 // agent handler.
 //
+// Guest ports: the simulated guest shares the host's (the test's) network
+// namespace, so its "127.0.0.1" is 127.77.<cid/256 mod 256>.<cid mod 256>
+// (CID from `vm show --json`; 127.77.0.3 for CID 3). Its agent's
+// /v1/connect dials that address and /v1/ports reports only IPv4
+// listeners bound to exactly it, never the daemon's forwards on 127.0.0.1
+// or wildcard listeners. A test starts a "guest service" by listening on
+// that address inside the namespace (test/forward_test.go: guestAddr,
+// listenGuest).
+//
 // Switches from the environment, for failures the daemon must survive:
 //
 //	FCFAKE_RECORD=<path>             append JSON lines: start, each request and response, exit
@@ -19,7 +28,8 @@
 //	FCFAKE_FAIL_START=1              InstanceStart fails with a 400
 //	FCFAKE_SOCKET_DELAY=<dur>        the API socket appears that late
 //	FCFAKE_AGENT_DOWN=1              vsock CONNECT is never answered (closed, no OK)
-//	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec)
+//	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec, no ports)
+//	FCFAKE_AGENT_PROTOCOL=<n>        the agent speaks protocol n at most (1: exec but no ports)
 //	FCFAKE_BOOT_DELAY=<dur>          the agent answers only that long after InstanceStart
 //	FCFAKE_SSH_LOGINS=<n>            the SSH login count the guest's agent reports (0)
 package main
@@ -325,6 +335,7 @@ type switches struct {
 	socketDelay      time.Duration
 	agentDown        bool
 	agentLegacy      bool
+	agentProtocol    int
 	bootDelay        time.Duration
 	sshLogins        int
 }
@@ -376,6 +387,7 @@ func switchesFromEnv(getenv func(string) string) (switches, error) {
 	duration("FCFAKE_SOCKET_DELAY", &sw.socketDelay)
 	boolean("FCFAKE_AGENT_DOWN", &sw.agentDown)
 	boolean("FCFAKE_AGENT_LEGACY", &sw.agentLegacy)
+	integer("FCFAKE_AGENT_PROTOCOL", 1, 1<<20, &sw.agentProtocol)
 	duration("FCFAKE_BOOT_DELAY", &sw.bootDelay)
 	integer("FCFAKE_SSH_LOGINS", 0, 1<<20, &sw.sshLogins)
 	return sw, err

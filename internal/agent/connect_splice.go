@@ -1,0 +1,330 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Zero-copy paths of the tunnel, for the two hops that carry a forward's
+// bytes between processes on one machine (the banger CLI or daemon, and
+// the fake Firecracker's agent): splice(2) moves pages from a TCP socket
+// to the agent's unix socket and back without copying them through user
+// space. Elsewhere (a real guest's vsock) the plain copies run.
+
+// rawUnix unwraps c to the *net.UnixConn under it (a wrapper offers
+// NetConn, as tls.Conn does), or nil.
+func rawUnix(c net.Conn) *net.UnixConn {
+	for range 4 {
+		switch v := c.(type) {
+		case *net.UnixConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// unixBuffer is the socket buffer a tunnel asks for on a unix socket: the
+// default (about 200 KiB) holds less than one frame in flight each way.
+const unixBuffer = 2 << 20
+
+// growUnixBuffers enlarges the unix socket under c, when there is one.
+func growUnixBuffers(c net.Conn) {
+	if u := rawUnix(c); u != nil {
+		_ = u.SetWriteBuffer(unixBuffer)
+		_ = u.SetReadBuffer(unixBuffer)
+	}
+}
+
+// WriteTo copies the tunnel's bytes to w until the other end's EOF; when
+// w is a TCP connection and the tunnel runs over a unix socket, payloads
+// are spliced.
+func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	raw := rawUnix(t.Conn)
+	rf, splice := w.(*net.TCPConn)
+	splice = splice && raw != nil
+	var pipe *splicePipe
+	var srcRaw, dstRaw syscall.RawConn
+	var total int64
+	for {
+		for t.remaining == 0 {
+			if t.rEOF {
+				return total, nil
+			}
+			if err := t.readHeader(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return total, nil
+				}
+				return total, err
+			}
+		}
+		// Bytes the header read buffered first; the rest of the payload
+		// straight from the socket.
+		if br, ok := t.r.(*bufio.Reader); ok && br.Buffered() > 0 {
+			n, err := io.CopyN(w, br, int64(min(br.Buffered(), t.remaining)))
+			total += n
+			t.remaining -= int(n)
+			if errors.Is(err, io.EOF) {
+				return total, errTunnelTruncated
+			}
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		var n int64
+		var err error
+		if splice && pipe == nil {
+			if pipe, err = newSplicePipe(); err != nil {
+				splice, pipe, err = false, nil, nil
+			} else {
+				defer pipe.close()
+				if srcRaw, err = raw.SyscallConn(); err == nil {
+					dstRaw, err = rf.SyscallConn()
+				}
+				if err != nil {
+					return total, err
+				}
+			}
+		}
+		if splice {
+			var eof bool
+			n, eof, err = pipe.fill(srcRaw, t.remaining, false)
+			if errors.Is(err, errNoSplice) {
+				splice = false // nothing moved: copy instead
+				continue
+			}
+			if err == nil && n > 0 {
+				err = pipe.drain(dstRaw, int(n))
+			}
+			if err == nil && eof {
+				err = io.EOF
+			}
+		} else {
+			buf := plainBuf(&t.rbuf)
+			var m int
+			m, err = t.r.Read(buf[:min(len(buf), t.remaining)])
+			if m > 0 {
+				if _, werr := w.Write(buf[:m]); werr != nil {
+					err = werr
+				}
+			}
+			n = int64(m)
+		}
+		total += n
+		t.remaining -= int(n)
+		if errors.Is(err, io.EOF) {
+			return total, errTunnelTruncated
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+var errTunnelTruncated = errors.New("tunnel closed mid-frame: " + io.ErrUnexpectedEOF.Error())
+
+// ReadFrom sends r's bytes through the tunnel until r's EOF (it does not
+// send the tunnel's EOF: that is CloseWrite). When r is a socket and the
+// tunnel runs over a unix socket, payloads are spliced through a pipe.
+func (t *tunnel) ReadFrom(r io.Reader) (int64, error) {
+	if raw := rawUnix(t.Conn); raw != nil {
+		if sc, ok := r.(syscall.Conn); ok {
+			if n, handled, err := t.spliceFrom(sc, raw); handled {
+				return n, err
+			}
+		}
+	}
+	// Read straight behind a header slot: one write per frame, no copy.
+	t.wmu.Lock()
+	buf := plainBuf(&t.wplain)
+	t.wmu.Unlock()
+	var total int64
+	for {
+		n, err := r.Read(buf[4:])
+		if n > 0 {
+			if werr := t.writeFrame(buf, n); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// writeFrame sends buf[:4+n], a frame whose payload is already at buf[4:].
+func (t *tunnel) writeFrame(buf []byte, n int) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.wEOF {
+		return errors.New("writing to the tunnel after CloseWrite")
+	}
+	buf[0], buf[1], buf[2], buf[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	_, err := t.Conn.Write(buf[:4+n])
+	return err
+}
+
+// spliceFrom moves what src holds (up to the pipe's size) at a time into a
+// pipe, writes the frame header, and moves the pipe's bytes to dst.
+// handled is false when nothing was done (src cannot be spliced).
+func (t *tunnel) spliceFrom(src syscall.Conn, dst *net.UnixConn) (int64, bool, error) {
+	srcRaw, err := src.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	dstRaw, err := dst.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	pipe, err := newSplicePipe()
+	if err != nil {
+		return 0, false, nil
+	}
+	defer pipe.close()
+	var total int64
+	for {
+		// What src has right now goes into one frame: fewer, larger frames
+		// wake the other end less often.
+		n, eof, err := pipe.fill(srcRaw, pipe.size, true)
+		if err != nil && n == 0 {
+			if total == 0 && errors.Is(err, errNoSplice) {
+				return 0, false, nil
+			}
+			return total, true, err
+		}
+		if n > 0 {
+			if err := t.writeSplicedFrame(dstRaw, pipe, int(n)); err != nil {
+				return total, true, err
+			}
+			total += n
+		}
+		if eof {
+			return total, true, nil
+		}
+	}
+}
+
+// writeSplicedFrame sends a header for n bytes, then the n bytes waiting in
+// the pipe.
+func (t *tunnel) writeSplicedFrame(dstRaw syscall.RawConn, pipe *splicePipe, n int) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.wEOF {
+		return errors.New("writing to the tunnel after CloseWrite")
+	}
+	hdr := []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	if _, err := t.Conn.Write(hdr); err != nil {
+		return err
+	}
+	return pipe.drain(dstRaw, n)
+}
+
+// errNoSplice: the socket cannot be spliced (nothing was moved).
+var errNoSplice = errors.New("splice not supported")
+
+// splicePipe is a pipe that bytes pass through between two sockets.
+type splicePipe struct {
+	r, w int
+	size int
+}
+
+func newSplicePipe() (*splicePipe, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	sp := &splicePipe{r: p[0], w: p[1], size: 64 << 10} // the default pipe size
+	if sz, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, tunnelChunk); err == nil {
+		sp.size = min(sz, tunnelChunk)
+	}
+	return sp, nil
+}
+
+func (p *splicePipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+
+// fill moves up to max bytes from src into the (empty) pipe, waiting until
+// src has some; with greedy it goes on while src has more without waiting.
+// eof is src's EOF.
+func (p *splicePipe) fill(src syscall.RawConn, max int, greedy bool) (n int64, eof bool, err error) {
+	max = min(max, p.size)
+	var serr error
+	rerr := src.Read(func(fd uintptr) bool {
+		for n < int64(max) {
+			m, err := unix.Splice(int(fd), nil, p.w, nil, max-int(n), spliceFlags)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				// The pipe has room, so src has nothing (yet): wait only
+				// when nothing was moved.
+				return n > 0
+			case err != nil:
+				serr = err
+				return true
+			case m == 0:
+				eof = true
+				return true
+			}
+			n += m
+			if !greedy {
+				return true
+			}
+		}
+		return true
+	})
+	if rerr != nil {
+		return n, eof, rerr
+	}
+	if serr != nil {
+		if n == 0 && (serr == unix.EINVAL || serr == unix.ENOSYS || serr == unix.EOPNOTSUPP) {
+			return 0, false, errNoSplice
+		}
+		return n, eof, &net.OpError{Op: "splice", Err: serr}
+	}
+	return n, eof, nil
+}
+
+// drain moves the n bytes in the pipe to dst.
+func (p *splicePipe) drain(dst syscall.RawConn, n int) error {
+	for left := n; left > 0; {
+		var m int64
+		var serr error
+		werr := dst.Write(func(fd uintptr) bool {
+			for {
+				// The pipe holds data, so EAGAIN means dst is full.
+				m, serr = unix.Splice(p.r, nil, int(fd), nil, left, spliceFlags)
+				if serr != unix.EINTR {
+					return serr != unix.EAGAIN
+				}
+			}
+		})
+		if werr != nil {
+			return werr
+		}
+		if serr != nil {
+			return &net.OpError{Op: "splice", Err: serr}
+		}
+		left -= int(m)
+	}
+	return nil
+}
