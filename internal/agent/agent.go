@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 )
 
@@ -93,6 +94,17 @@ type Options struct {
 	// processes, see countLogins).
 	Logins func() (int, error)
 
+	// GuestLoopback is the address /v1/connect dials for a port that listens
+	// on IPv4 loopback or wildcard (default 127.0.0.1). The fake Firecracker
+	// gives each fake guest its own (127.77.x.y), as its guests share the
+	// host's network namespace.
+	GuestLoopback netip.Addr
+	// ExactListeners makes /v1/ports report, and /v1/connect consider, only
+	// IPv4 listeners bound to exactly GuestLoopback (the fake Firecracker:
+	// wildcard and other listeners there belong to the host, the daemon's
+	// forwards among them).
+	ExactListeners bool
+
 	// Logger receives request failures (default: discard).
 	Logger *slog.Logger
 }
@@ -119,14 +131,17 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if !o.GuestLoopback.IsValid() {
+		o.GuestLoopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
 }
 
-// Handler returns the agent's HTTP handler: GET /healthz, GET /v1/info and
-// POST /v1/exec.
+// Handler returns the agent's HTTP handler: GET /healthz, GET /v1/info,
+// POST /v1/exec, GET /v1/ports and POST /v1/connect.
 // Other paths get 404 and other methods 405.
 func Handler(opts Options) http.Handler {
 	s := &server{opts: opts.withDefaults()}
@@ -135,6 +150,8 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/info", s.info)
 	if !s.opts.Legacy {
 		mux.HandleFunc("POST "+PathExec, s.exec)
+		mux.HandleFunc("GET "+PathPorts, s.ports)
+		mux.HandleFunc("POST "+PathConnect, s.connect)
 	}
 	return mux
 }

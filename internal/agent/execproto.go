@@ -10,10 +10,15 @@ import (
 // /healthz. Agents from before versioning report nothing (0).
 //
 //	1: POST /v1/exec (upgrade to a framed stream, see ExecRequest).
-const ProtocolVersion = 1
+//	2: GET /v1/ports (listening TCP sockets) and POST /v1/connect?port=N
+//	   (upgrade to a byte tunnel to a guest port, see connect.go).
+const ProtocolVersion = 2
 
 // ProtocolExec is the first protocol version with /v1/exec.
 const ProtocolExec = 1
+
+// ProtocolPorts is the first protocol version with /v1/ports and /v1/connect.
+const ProtocolPorts = 2
 
 // PathExec is the exec endpoint.
 const PathExec = "/v1/exec"

@@ -1,0 +1,266 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// guestServer is a stateful guest TCP service: "echo" copies back and
+// half-closes at EOF; "reply" reads to EOF, then writes its reply and closes.
+type guestServer struct {
+	l     net.Listener
+	mode  string
+	reply string
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startGuestServer(t *testing.T, network, addr, mode string) *guestServer {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s %s: %v", network, addr, err)
+	}
+	g := &guestServer{l: l, mode: mode, reply: "done"}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			g.mu.Lock()
+			g.conns = append(g.conns, c)
+			g.mu.Unlock()
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				defer c.Close()
+				switch g.mode {
+				case "echo":
+					io.Copy(c, c)
+					c.(*net.TCPConn).CloseWrite()
+				case "reply":
+					io.Copy(io.Discard, c)
+					io.WriteString(c, g.reply)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		g.mu.Lock()
+		for _, c := range g.conns {
+			c.Close()
+		}
+		g.mu.Unlock()
+		g.wg.Wait()
+	})
+	return g
+}
+
+func (g *guestServer) port() uint16 { return uint16(g.l.Addr().(*net.TCPAddr).Port) }
+
+func dialPort(t *testing.T, dial func() net.Conn, port uint16) (net.Conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return DialGuestPort(ctx, dial(), port)
+}
+
+func TestConnectEcho(t *testing.T) {
+	g := startGuestServer(t, "tcp4", "127.0.0.1:0", "echo")
+	dial := execServer(t, Options{})
+	tc, err := dialPort(t, dial, g.port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	want := make([]byte, 1<<20+17) // several tunnel frames
+	rand.Read(want)
+	go func() {
+		tc.Write(want)
+		tc.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	got, err := io.ReadAll(tc)
+	if err != nil {
+		t.Fatalf("reading the echo: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("echo: got %d bytes, want the %d sent", len(got), len(want))
+	}
+}
+
+// The guest answers only after it read EOF (client half-close reaches the
+// guest) and then closes (which reaches the client as EOF, not an error).
+func TestConnectHalfClose(t *testing.T) {
+	g := startGuestServer(t, "tcp4", "127.0.0.1:0", "reply")
+	g.reply = "after your EOF"
+	dial := execServer(t, Options{})
+	tc, err := dialPort(t, dial, g.port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if _, err := io.WriteString(tc, "question"); err != nil {
+		t.Fatal(err)
+	}
+	cw, ok := tc.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("the tunnel has no CloseWrite")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.Write([]byte("x")); err == nil {
+		t.Fatal("Write after CloseWrite: no error")
+	}
+	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "after your EOF" {
+		t.Fatalf("reply = %q, %v", got, err)
+	}
+}
+
+func TestConnectRefused(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	dial := execServer(t, Options{})
+	_, err = dialPort(t, dial, port)
+	var ce *ConnectError
+	if !errors.As(err, &ce) || !ce.Refused || ce.Port != port {
+		t.Fatalf("DialGuestPort to a closed port = %#v (%v), want a refused *ConnectError", err, err)
+	}
+	if want := "nothing listens on port " + strconv.Itoa(int(port)) + " in the guest"; err.Error() != want {
+		t.Fatalf("error = %q, want %q", err, want)
+	}
+}
+
+func TestConnectLegacyAndBadRequests(t *testing.T) {
+	legacy := execServer(t, Options{Legacy: true})
+	if _, err := dialPort(t, legacy, 80); !errors.Is(err, ErrPortsUnsupported) {
+		t.Fatalf("DialGuestPort on a legacy agent = %v, want ErrPortsUnsupported", err)
+	}
+	dial := execServer(t, Options{})
+	if _, err := dialPort(t, dial, 0); err == nil || !strings.Contains(err.Error(), "port=1..65535") {
+		t.Fatalf("DialGuestPort port 0 = %v", err)
+	}
+	// A request without the Upgrade header is refused.
+	c := dial()
+	defer c.Close()
+	io.WriteString(c, "POST /v1/connect?port=80 HTTP/1.1\r\nHost: agent\r\nContent-Length: 0\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	buf := make([]byte, 512)
+	n, _ := io.ReadAtLeast(c, buf, 12)
+	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 400") || !strings.Contains(string(buf[:n]), "Upgrade: banger-tunnel") {
+		t.Fatalf("connect without Upgrade answered %q", buf[:n])
+	}
+}
+
+func TestDialGuestPortContext(t *testing.T) {
+	// An agent that never answers: the context ends the request.
+	a, b := net.Pipe()
+	defer b.Close()
+	go io.Copy(io.Discard, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := DialGuestPort(ctx, a, 80); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("DialGuestPort with a silent agent = %v, want DeadlineExceeded", err)
+	}
+}
+
+// With GuestLoopback and ExactListeners (the fake Firecracker) the agent
+// reaches only its own loopback address: a host listener on 127.0.0.1 is
+// neither listed nor reachable.
+func TestConnectGuestLoopback(t *testing.T) {
+	own := startGuestServer(t, "tcp4", "127.77.0.9:0", "echo")
+	host := startGuestServer(t, "tcp4", "127.0.0.1:0", "echo")
+	opts := Options{GuestLoopback: netip.MustParseAddr("127.77.0.9"), ExactListeners: true}
+	dial := execServer(t, opts)
+	tc, err := dialPort(t, dial, own.port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.Close()
+	if _, err := dialPort(t, dial, host.port()); err == nil {
+		t.Fatal("a host listener on 127.0.0.1 was reachable through a fake guest")
+	}
+	s := &server{opts: opts.withDefaults()}
+	ls, err := s.listeners()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0] != (Listener{"tcp", "127.77.0.9", own.port()}) {
+		t.Fatalf("listeners = %v, want only the fake guest's own", ls)
+	}
+}
+
+// A service listening only on IPv6 loopback is reached through ::1.
+func TestConnectIPv6Only(t *testing.T) {
+	g := startGuestServer(t, "tcp6", "[::1]:0", "reply")
+	g.reply = "v6"
+	dial := execServer(t, Options{})
+	tc, err := dialPort(t, dial, g.port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.(interface{ CloseWrite() error }).CloseWrite()
+	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "v6" {
+		t.Fatalf("reply = %q, %v", got, err)
+	}
+}
+
+// The tunnel's framing: an abort (closed without the EOF frame) is an
+// error, not a clean EOF; writes are split into bounded frames.
+func TestTunnelFraming(t *testing.T) {
+	a, b := net.Pipe()
+	ta := newTunnel(a, a)
+	go func() {
+		ta.Write(make([]byte, 2*maxTunnelFrame+1))
+		a.Close()
+	}()
+	var frames []int
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(b, hdr[:]); err != nil {
+			break
+		}
+		n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+		frames = append(frames, n)
+		io.CopyN(io.Discard, b, int64(n))
+	}
+	if len(frames) != 3 || frames[0] != maxTunnelFrame || frames[2] != 1 {
+		t.Fatalf("frames = %v", frames)
+	}
+
+	c, d := net.Pipe()
+	tc := newTunnel(c, c)
+	go func() {
+		d.Write([]byte{0, 0, 0, 3, 'a', 'b', 'c'})
+		d.Close()
+	}()
+	got, err := io.ReadAll(tc)
+	if string(got) != "abc" || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("aborted tunnel: ReadAll = %q, %v; want the bytes and ErrUnexpectedEOF", got, err)
+	}
+}
