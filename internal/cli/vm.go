@@ -36,6 +36,7 @@ func (a *app) addVMCommands(root *cobra.Command) {
 		a.vmHealthCmd(),
 		a.vmLogsCmd(),
 		a.vmPortsCmd(),
+		a.vmForwardCmd(),
 	)
 	root.AddCommand(vm)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -63,14 +64,27 @@ func (v *vmm) markBooted() {
 		}
 	}
 	logins := v.sw.sshLogins
+	var cid uint32
+	if v.vsock != nil {
+		cid = v.vsock.cid
+	}
 	v.guest.Store(&guestInfo{hostname: host, handler: agent.Handler(agent.Options{
-		Version:  "fcfake-" + fcVersion,
-		Legacy:   v.sw.agentLegacy,
-		Hostname: host,
-		BootID:   newBootID(),
-		BootTime: now,
-		Logins:   func() (int, error) { return logins, nil },
+		Version:        "fcfake-" + fcVersion,
+		Legacy:         v.sw.agentLegacy,
+		Hostname:       host,
+		BootID:         newBootID(),
+		BootTime:       now,
+		Logins:         func() (int, error) { return logins, nil },
+		GuestLoopback:  guestLoopback(cid),
+		ExactListeners: true,
 	})})
+}
+
+// guestLoopback is the simulated guest's own "127.0.0.1": 127.77.<cid/256
+// mod 256>.<cid mod 256>, on the host's loopback in the test's network
+// namespace (see the header of main.go).
+func guestLoopback(cid uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{127, 77, byte(cid >> 8), byte(cid)})
 }
 
 // afterStart arms FCFAKE_EXIT_AFTER_START (and FCFAKE_EXIT_LOG).

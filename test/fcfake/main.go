@@ -8,6 +8,15 @@
 // SIGTERM not handled. The simulated guest answers on vsock with the real
 // agent handler.
 //
+// Guest ports: the simulated guest shares the host's (the test's) network
+// namespace, so its "127.0.0.1" is 127.77.<cid/256 mod 256>.<cid mod 256>
+// (CID from `vm show --json`; 127.77.0.3 for CID 3). Its agent's
+// /v1/connect dials that address and /v1/ports reports only IPv4
+// listeners bound to exactly it, never the daemon's forwards on 127.0.0.1
+// or wildcard listeners. A test starts a "guest service" by listening on
+// that address inside the namespace (test/forward_test.go: guestAddr,
+// listenGuest).
+//
 // Switches from the environment, for failures the daemon must survive:
 //
 //	FCFAKE_RECORD=<path>             append JSON lines: start, each request and response, exit
