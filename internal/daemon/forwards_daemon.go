@@ -258,7 +258,7 @@ func (d *Daemon) setPublished(ctx context.Context, vm *store.VM, add, remove []s
 		for _, u := range drops {
 			g, err := tx.Unpublish(vm.ID, u.addr, u.port)
 			if errors.Is(err, store.ErrNotFound) {
-				return invalidf("vm %s: %v; see `banger vm ports %s`", vm.Name, err, vm.Name)
+				return invalidf("%v by vm %s; see `banger vm ports %s`", err, vm.Name, vm.Name)
 			} else if err != nil {
 				return err
 			}

@@ -104,7 +104,7 @@ func (t *Tx) Unpublish(vmID, hostAddr string, hostPort int) ([]Published, error)
 		if hostAddr != "" {
 			what = Published{HostAddr: hostAddr, HostPort: hostPort}.HostAddrPort()
 		}
-		return nil, notFoundf("host port %s is not published by this vm", what)
+		return nil, notFoundf("host port %s is not published", what)
 	}
 	for _, p := range gone {
 		if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM published_ports WHERE host_addr = ? AND host_port = ?`, p.HostAddr, p.HostPort); err != nil {
