@@ -99,13 +99,17 @@ func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
 	}
 }
 
-// pollVM reads one VM's guest listeners and, under the VM's lock (skipped
-// when an operation holds it) and only while the VM still runs the same
-// process, applies them and its published ports.
+// pollVM reads one VM's guest listeners (with auto_forward only) and,
+// under the VM's lock (skipped when an operation holds it) and only while
+// the VM still runs the same process, applies them and its published ports.
 func (d *Daemon) pollVM(ctx context.Context, vm store.VM) {
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	ls, note := d.readListeners(pctx, &vm)
-	cancel()
+	var ls []api.GuestListener
+	var note string
+	if d.fwd.auto {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ls, note = d.readListeners(pctx, &vm)
+		cancel()
+	}
 	unlock, ok := d.locks.tryLock(vm.ID)
 	if !ok {
 		return
@@ -121,7 +125,9 @@ func (d *Daemon) pollVM(ctx context.Context, vm store.VM) {
 		return
 	}
 	d.fwd.holdPublished(fwdOf(&cur), cur.PID, pubs)
-	d.fwd.applyListeners(fwdOf(&cur), cur.PID, ls, note)
+	if d.fwd.auto {
+		d.fwd.applyListeners(fwdOf(&cur), cur.PID, ls, note)
+	}
 }
 
 // readListeners asks the VM's agent for its listeners; note is set when it
