@@ -179,14 +179,16 @@ func listenProblem(addr string, err error) string {
 
 // wantedAuto is the guest ports the VM's listeners should be forwarded
 // from: TCP ports bound to loopback or to every address (the agent
-// connects to the guest's 127.0.0.1), except SSH and published ones.
+// connects to the guest's 127.0.0.1), except SSH, published ones and
+// systemd-resolved's stub resolver (127.0.0.53 and .54), which every
+// Debian guest runs and nobody wants on the host.
 func wantedAuto(ls []api.GuestListener, published []*heldForward) []int {
 	var out []int
 	for _, l := range ls {
 		if l.Port < 1 || l.Port > 65535 || l.Port == sshGuestPort || slices.Contains(out, l.Port) {
 			continue
 		}
-		if a, err := netip.ParseAddr(l.Addr); err == nil && !a.IsLoopback() && !a.IsUnspecified() {
+		if a, err := netip.ParseAddr(l.Addr); err == nil && (!a.IsLoopback() && !a.IsUnspecified() || resolvedStub(a)) {
 			continue
 		}
 		if slices.ContainsFunc(published, func(h *heldForward) bool { return h.f.GuestPort == l.Port }) {
@@ -196,6 +198,11 @@ func wantedAuto(ls []api.GuestListener, published []*heldForward) []int {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func resolvedStub(a netip.Addr) bool {
+	a = a.Unmap()
+	return a == netip.AddrFrom4([4]byte{127, 0, 0, 53}) || a == netip.AddrFrom4([4]byte{127, 0, 0, 54})
 }
 
 // applyListeners records the guest's listeners and, with auto_forward,

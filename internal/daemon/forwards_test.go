@@ -244,7 +244,7 @@ func TestForwarderPublished(t *testing.T) {
 
 func TestWantedAuto(t *testing.T) {
 	pub := []*heldForward{{f: api.Forward{GuestPort: 443}}}
-	got := wantedAuto([]api.GuestListener{lst("0.0.0.0", 443), lst("::", 8080), lst("127.0.0.1", 8080), lst("192.168.1.5", 25), lst("", 7), lst("0.0.0.0", 0)}, pub)
+	got := wantedAuto([]api.GuestListener{lst("0.0.0.0", 443), lst("::", 8080), lst("127.0.0.1", 8080), lst("192.168.1.5", 25), lst("", 7), lst("0.0.0.0", 0), lst("127.0.0.53", 53), lst("127.0.0.54", 53)}, pub)
 	if !slices.Equal(got, []int{7, 8080}) {
 		t.Errorf("wantedAuto = %v", got)
 	}
