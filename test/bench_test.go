@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -160,4 +162,63 @@ func BenchmarkDaemonStatus(b *testing.B) {
 		b.Fatalf("daemon start: %v: %s", err, out)
 	}
 	timeRuns(b, c.daemonPID(b), func() *exec.Cmd { return c.cmd("daemon", "status") })
+}
+
+// BenchmarkVMForwardThroughput sends 64 MiB per iteration to a guest sink
+// service of fcfake, once over a direct loopback TCP connection and once
+// through `banger vm forward` (host TCP → forward → vsock UDS → agent →
+// guest TCP), and reports both rates and their ratio (target ≥ 0.5).
+// Run: go test -tags system -run '^$' -bench VMForwardThroughput -benchtime 5x ./test/
+func BenchmarkVMForwardThroughput(b *testing.B) {
+	e := newEnv(b, "")
+	e.registerImage()
+	e.ok("vm", "create", "dev")
+	svc := e.listenGuest(e.vm("dev").CID, 0)
+	defer svc.Close()
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				fmt.Fprintf(c, "%d\n", n)
+			}()
+		}
+	}()
+	fw := e.startForward("dev", fmt.Sprintf("0:%d", svc.Addr().(*net.TCPAddr).Port))
+	const size = 64 << 20
+	buf := make([]byte, 256<<10)
+	send := func(addr string) time.Duration {
+		c, err := e.dialNetns(addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		start := time.Now()
+		for sent := 0; sent < size; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatalf("sending to %s: %v", addr, err)
+			}
+		}
+		c.(*net.TCPConn).CloseWrite()
+		reply, err := io.ReadAll(c)
+		if err != nil || strings.TrimSpace(string(reply)) != strconv.Itoa(size) {
+			b.Fatalf("the sink at %s answered %q, %v; want %d", addr, reply, err, size)
+		}
+		return time.Since(start)
+	}
+	var direct, forwarded time.Duration
+	b.ResetTimer()
+	for range b.N {
+		direct += send(svc.Addr().String())
+		forwarded += send(fw.addrs[0])
+	}
+	b.StopTimer()
+	mbps := func(d time.Duration) float64 { return float64(size) * float64(b.N) / d.Seconds() / 1e6 }
+	b.ReportMetric(mbps(direct), "direct-MB/s")
+	b.ReportMetric(mbps(forwarded), "forward-MB/s")
+	b.ReportMetric(mbps(forwarded)/mbps(direct), "ratio")
 }

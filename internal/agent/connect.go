@@ -34,8 +34,12 @@ const guestDialTimeout = 5 * time.Second
 // (uint32, big endian) and that many bytes. A frame of length 0 is EOF
 // (the sender half-closed); Firecracker's hybrid vsock ends the whole
 // connection when the host half-closes its socket, so half-close travels
-// in band. Closing the connection is an abort.
-const maxTunnelFrame = 64 << 10
+// in band. Closing the connection is an abort. Frames are at most
+// maxTunnelFrame; a writer sends up to tunnelChunk at a time.
+const (
+	maxTunnelFrame = 1 << 20
+	tunnelChunk    = 256 << 10
+)
 
 // ConnectError is a guest port the agent could not connect to.
 type ConnectError struct {
@@ -70,9 +74,7 @@ func (s *server) connect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, connectErrorBody{Error: "connection cannot be hijacked"})
 		return
 	}
-	target := s.connectTarget(uint16(port))
-	d := net.Dialer{Timeout: guestDialTimeout}
-	guest, err := d.DialContext(r.Context(), "tcp", target.String())
+	guest, target, err := s.dialGuest(r.Context(), uint16(port))
 	if err != nil {
 		body := connectErrorBody{Error: fmt.Sprintf("connecting to %s in the guest: %v", target, errnoText(err))}
 		if errors.Is(err, syscall.ECONNREFUSED) {
@@ -101,10 +103,30 @@ func (s *server) connect(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// connectTarget picks the address to dial for a guest port: the address of
-// a loopback listener, GuestLoopback for a wildcard IPv4 one, ::1 for an
-// IPv6 loopback or wildcard one, else a specific address the port is bound
-// to; GuestLoopback when nothing listens (the dial then says so).
+// dialGuest connects to the guest port at GuestLoopback, the common case
+// (a service on 127.0.0.1 or 0.0.0.0). Refused there, it looks for where
+// the port does listen (connectTarget) and dials that, so reading /proc
+// costs only the unusual case.
+func (s *server) dialGuest(ctx context.Context, port uint16) (net.Conn, netip.AddrPort, error) {
+	d := net.Dialer{Timeout: guestDialTimeout}
+	target := netip.AddrPortFrom(s.opts.GuestLoopback, port)
+	c, err := d.DialContext(ctx, "tcp", target.String())
+	if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		return c, target, err
+	}
+	alt := s.connectTarget(port)
+	if alt == target {
+		return nil, target, err
+	}
+	c, err = d.DialContext(ctx, "tcp", alt.String())
+	return c, alt, err
+}
+
+// connectTarget picks the address to dial for a guest port from its
+// listeners: the address of a loopback listener, GuestLoopback for a
+// wildcard IPv4 one, ::1 for an IPv6 loopback or wildcard one, else a
+// specific address the port is bound to; GuestLoopback when nothing
+// listens (the dial then says so).
 func (s *server) connectTarget(port uint16) netip.AddrPort {
 	fallback := netip.AddrPortFrom(s.opts.GuestLoopback, port)
 	ls, err := s.listeners()
@@ -159,6 +181,11 @@ func DialGuestPort(ctx context.Context, conn net.Conn, port uint16) (net.Conn, e
 	}
 	if err != nil {
 		conn.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// The conn deadline (ctx's) fired before ctx itself did.
+			return nil, fmt.Errorf("connecting to guest port %d: %w", port, context.DeadlineExceeded)
+		}
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
@@ -209,6 +236,7 @@ type tunnel struct {
 }
 
 func newTunnel(conn net.Conn, r io.Reader) *tunnel {
+	growUnixBuffers(conn)
 	return &tunnel{Conn: conn, r: r}
 }
 
@@ -222,23 +250,9 @@ func (t *tunnel) Read(p []byte) (int, error) {
 		if t.rEOF {
 			return 0, io.EOF
 		}
-		var hdr [4]byte
-		if _, err := io.ReadFull(t.r, hdr[:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				// Closed without an EOF frame: an abort, not a clean end.
-				return 0, fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
-			}
+		if err := t.readHeader(); err != nil {
 			return 0, err
 		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > maxTunnelFrame {
-			return 0, fmt.Errorf("tunnel frame of %d bytes is larger than %d", n, maxTunnelFrame)
-		}
-		if n == 0 {
-			t.rEOF = true
-			return 0, io.EOF
-		}
-		t.remaining = int(n)
 	}
 	if len(p) > t.remaining {
 		p = p[:t.remaining]
@@ -255,6 +269,29 @@ func (t *tunnel) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readHeader reads the next frame header: remaining is set, or rEOF and
+// io.EOF for the EOF frame.
+func (t *tunnel) readHeader() error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(t.r, hdr[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			// Closed without an EOF frame: an abort, not a clean end.
+			return fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
+		}
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxTunnelFrame {
+		return fmt.Errorf("tunnel frame of %d bytes is larger than %d", n, maxTunnelFrame)
+	}
+	if n == 0 {
+		t.rEOF = true
+		return io.EOF
+	}
+	t.remaining = int(n)
+	return nil
+}
+
 func (t *tunnel) Write(p []byte) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
@@ -262,11 +299,11 @@ func (t *tunnel) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("writing to the tunnel after CloseWrite: %w", net.ErrClosed)
 	}
 	if t.wbuf == nil {
-		t.wbuf = make([]byte, 4+maxTunnelFrame)
+		t.wbuf = make([]byte, 4+tunnelChunk)
 	}
 	written := 0
 	for len(p) > 0 {
-		c := min(len(p), maxTunnelFrame)
+		c := min(len(p), tunnelChunk)
 		binary.BigEndian.PutUint32(t.wbuf, uint32(c))
 		copy(t.wbuf[4:], p[:c])
 		if _, err := t.Conn.Write(t.wbuf[:4+c]); err != nil {

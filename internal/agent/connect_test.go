@@ -236,7 +236,7 @@ func TestTunnelFraming(t *testing.T) {
 	a, b := net.Pipe()
 	ta := newTunnel(a, a)
 	go func() {
-		ta.Write(make([]byte, 2*maxTunnelFrame+1))
+		ta.Write(make([]byte, 2*tunnelChunk+1))
 		a.Close()
 	}()
 	var frames []int
@@ -249,7 +249,7 @@ func TestTunnelFraming(t *testing.T) {
 		frames = append(frames, n)
 		io.CopyN(io.Discard, b, int64(n))
 	}
-	if len(frames) != 3 || frames[0] != maxTunnelFrame || frames[2] != 1 {
+	if len(frames) != 3 || frames[0] != tunnelChunk || frames[2] != 1 {
 		t.Fatalf("frames = %v", frames)
 	}
 
@@ -262,5 +262,24 @@ func TestTunnelFraming(t *testing.T) {
 	got, err := io.ReadAll(tc)
 	if string(got) != "abc" || !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("aborted tunnel: ReadAll = %q, %v; want the bytes and ErrUnexpectedEOF", got, err)
+	}
+}
+
+// A service bound to another loopback address (127.0.0.9, as systemd's
+// resolver uses 127.0.0.53) is found through /proc when 127.0.0.1 refuses.
+func TestConnectOtherLoopback(t *testing.T) {
+	g := startGuestServer(t, "tcp4", "127.0.0.9:0", "reply")
+	g.reply = "other"
+	dial := execServer(t, Options{})
+	tc, err := dialPort(t, dial, g.port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.(interface{ CloseWrite() error }).CloseWrite()
+	tc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	got, err := io.ReadAll(tc)
+	if err != nil || string(got) != "other" {
+		t.Fatalf("reply = %q, %v", got, err)
 	}
 }

@@ -190,6 +190,50 @@ func (f *Forward) serve(c net.Conn) {
 	}
 }
 
+// copyBuf is the buffer of one direction of a joined pair: large, so a
+// bulk transfer costs few syscalls on each side.
+const copyBuf = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { return new([copyBuf]byte) }}
+
+// copyConn copies src to dst until src's EOF, with a large buffer (io.Copy
+// would hand TCP connections to their 32 KiB ReadFrom/WriteTo paths).
+//
+// A connection other than a plain TCP one may bring its own faster path
+// (the agent's tunnel splices): src's WriterTo or dst's ReaderFrom is used
+// then. Those must not send an EOF themselves (Join half-closes).
+func copyConn(dst io.Writer, src io.Reader) error {
+	if wt, ok := src.(io.WriterTo); ok && !isTCP(src) {
+		_, err := wt.WriteTo(dst)
+		return err
+	}
+	if rf, ok := dst.(io.ReaderFrom); ok && !isTCP(dst) {
+		_, err := rf.ReadFrom(src)
+		return err
+	}
+	buf := bufPool.Get().(*[copyBuf]byte)
+	defer bufPool.Put(buf)
+	for {
+		n, err := src.Read(buf[:])
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func isTCP(x any) bool {
+	_, ok := x.(*net.TCPConn)
+	return ok
+}
+
 // closeWriter is a connection that can end its write side alone.
 type closeWriter interface{ CloseWrite() error }
 
@@ -201,7 +245,7 @@ type closeWriter interface{ CloseWrite() error }
 func Join(a, b net.Conn) error {
 	errc := make(chan error, 2)
 	half := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
+		err := copyConn(dst, src)
 		if err != nil {
 			// Abort: the other direction cannot go on meaningfully.
 			a.Close()

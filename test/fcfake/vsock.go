@@ -156,6 +156,9 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// NetConn is the unix connection under t (the agent's tunnel splices on it).
+func (t *trackedConn) NetConn() net.Conn { return t.Conn }
+
 func (t *trackedConn) Close() error {
 	err := t.Conn.Close()
 	t.once.Do(func() {
