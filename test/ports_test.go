@@ -10,12 +10,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
 )
@@ -24,47 +21,14 @@ import (
 // whose guest's "127.0.0.1" is 127.77.<cid> on the namespace's loopback
 // (see test/fcfake/main.go): a test starts a guest service by listening
 // there, and the daemon's forwards listen on 127.0.0.1 in the namespace.
-
-// pubGuestIP is the fake guest's loopback address for a CID.
-func pubGuestIP(cid uint32) string { return fmt.Sprintf("127.77.%d.%d", byte(cid>>8), byte(cid)) }
-
-// pubInNS runs fn on an OS thread inside the env's network namespace;
-// sockets it creates stay there.
-func (e *env) pubInNS(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(orig)
-		ns, err := unix.Open("/run/netns/"+e.ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(ns)
-		if err := unix.Setns(ns, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread() // else the thread dies with the goroutine
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+// guestAddr, inNetns and dialNetns are in forward_test.go.
 
 // pubListen listens on addr in the namespace and serves "NAME:" + each
 // line back on every connection, until the test ends or it is closed.
 func (e *env) pubListen(addr, name string) net.Listener {
 	e.t.Helper()
 	var l net.Listener
-	if err := e.pubInNS(func() (err error) { l, err = net.Listen("tcp4", addr); return err }); err != nil {
+	if err := e.inNetns(func() (err error) { l, err = net.Listen("tcp4", addr); return err }); err != nil {
 		e.t.Fatalf("listening on %s in the netns: %v", addr, err)
 	}
 	go func() {
@@ -89,16 +53,9 @@ func (e *env) pubListen(addr, name string) net.Listener {
 	return l
 }
 
-// pubDial connects to addr from inside the namespace.
-func (e *env) pubDial(addr string) (net.Conn, error) {
-	var c net.Conn
-	err := e.pubInNS(func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return err })
-	return c, err
-}
-
 // pubAsk sends line through addr and returns the answer line.
 func (e *env) pubAsk(addr, line string) (string, error) {
-	c, err := e.pubDial(addr)
+	c, err := e.dialNetns(addr)
 	if err != nil {
 		return "", err
 	}
@@ -176,7 +133,7 @@ func TestAutoForward(t *testing.T) {
 	e := newEnv(t, "")
 	e.registerImage()
 	e.ok("vm", "create", "dev")
-	guest := pubGuestIP(e.vm("dev").CID)
+	guest := guestAddr(e.vm("dev").CID)
 	port := pubPort()
 	host := fmt.Sprintf("127.0.0.1:%d", port)
 
@@ -259,7 +216,7 @@ func TestAutoForward(t *testing.T) {
 			t.Errorf("port %d listens after vm delete", p)
 		}
 	}
-	if _, err := e.pubDial(fmt.Sprintf("127.0.0.1:%d", held[0])); err == nil {
+	if _, err := e.dialNetns(fmt.Sprintf("127.0.0.1:%d", held[0])); err == nil {
 		t.Errorf("a deleted vm's forward still accepts connections")
 	}
 }
@@ -285,7 +242,7 @@ func TestPublish(t *testing.T) {
 			t.Errorf("vm create output lacks %q:\n%s", want, out)
 		}
 	}
-	guest := pubGuestIP(e.vm("web").CID)
+	guest := guestAddr(e.vm("web").CID)
 	e.pubListen(guest+":9090", "svc")
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB each way
 	if ans, err := e.pubAsk(fmt.Sprintf("127.0.0.1:%d", a), big); err != nil || ans != "svc:"+big {
@@ -330,6 +287,17 @@ func TestPublish(t *testing.T) {
 	if len(p.Forwards) != 2 || p.AutoForward {
 		t.Errorf("vm ports: %+v; want the two published forwards, auto_forward false", p)
 	}
+
+	// An open forwarded connection counts as use (auto_stop_stale_after).
+	before := e.vm("web").LastUsedAt
+	conn, err := e.dialNetns(fmt.Sprintf("127.0.0.1:%d", a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pubWait("an open forwarded connection recorded as use", func() bool {
+		return e.vm("web").LastUsedAt.After(before)
+	})
+	conn.Close()
 
 	// auto_forward = false: a guest listener is listed, never forwarded.
 	other := pubPort()

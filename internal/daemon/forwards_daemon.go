@@ -110,24 +110,41 @@ func (d *Daemon) pollVM(ctx context.Context, vm store.VM) {
 		ls, note = d.readListeners(pctx, &vm)
 		cancel()
 	}
+	if d.applyPoll(ctx, vm, ls, note) {
+		d.touch(ctx, vm.ID)
+	}
+}
+
+// touchEvery bounds how often open forwarded connections are recorded as
+// use of their VM (for auto_stop_stale_after).
+const touchEvery = 10 * time.Second
+
+// applyPoll is pollVM's part under the VM's lock; it reports whether the
+// VM's forwards carry connections and its last use is older than touchEvery.
+func (d *Daemon) applyPoll(ctx context.Context, vm store.VM, ls []api.GuestListener, note string) bool {
 	unlock, ok := d.locks.tryLock(vm.ID)
 	if !ok {
-		return
+		return false
 	}
 	defer unlock()
 	cur, err := d.store.GetVM(ctx, vm.ID)
 	if err != nil || cur.State != api.StateRunning || cur.PID != vm.PID {
-		return
+		return false
 	}
 	pubs, err := d.store.Published(ctx, vm.ID)
 	if err != nil {
 		d.log.Warn("forwards: reading published ports", "vm", vm.Name, "err", err)
-		return
+		return false
 	}
 	d.fwd.holdPublished(fwdOf(&cur), cur.PID, pubs)
 	if d.fwd.auto {
 		d.fwd.applyListeners(fwdOf(&cur), cur.PID, ls, note)
 	}
+	conns := 0
+	for _, f := range d.fwd.list(vm.ID) {
+		conns += f.Conns
+	}
+	return conns > 0 && time.Since(cur.LastUsedAt) > touchEvery
 }
 
 // readListeners asks the VM's agent for its listeners; note is set when it
