@@ -219,6 +219,20 @@ func TestAutoForward(t *testing.T) {
 	if _, err := e.dialNetns(fmt.Sprintf("127.0.0.1:%d", held[0])); err == nil {
 		t.Errorf("a deleted vm's forward still accepts connections")
 	}
+
+	// An agent from before ports: listed as such, nothing forwarded.
+	e.ok("daemon", "stop")
+	e.extra = []string{"FCFAKE_AGENT_LEGACY=1"}
+	e.ok("vm", "create", "old")
+	_, errOut, code := e.banger("vm", "ports", "old")
+	if code != 0 || !strings.Contains(errOut, "older than this banger") || !strings.Contains(errOut, "banger image build") {
+		t.Errorf("vm ports with a legacy agent: exit %d, stderr %q; want 0 and the rebuild hint", code, errOut)
+	}
+	if p := e.pubPorts("old"); len(p.Listeners) != 0 || len(p.Forwards) != 0 || !strings.Contains(p.Note, "older than this banger") {
+		t.Errorf("vm ports --json with a legacy agent: %+v", p)
+	}
+	e.ok("vm", "delete", "old")
+	e.assertClean()
 }
 
 // TestPublish: --publish at create holds the port while the VM runs and
@@ -348,4 +362,6 @@ func TestPublish(t *testing.T) {
 	if !bytes.Contains([]byte(e.ok("vm", "ports", "other")), []byte(fmt.Sprint(a))) {
 		t.Errorf("vm ports other does not list the port it publishes")
 	}
+	e.ok("vm", "delete", "other")
+	e.assertClean()
 }
