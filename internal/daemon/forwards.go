@@ -74,7 +74,8 @@ type forwarder struct {
 // vmForwards is what the manager holds for one running VM.
 type vmForwards struct {
 	vm        fwdVM
-	pid       int // the Firecracker process the forwards are for
+	pid       int       // the Firecracker process the forwards are for
+	since     time.Time // when this record was made
 	published []*heldForward
 	auto      map[int]*heldForward // by guest port
 	listeners []api.GuestListener  // as last read
@@ -103,7 +104,7 @@ func (m *forwarder) entry(vm fwdVM, pid int) *vmForwards {
 		e = nil
 	}
 	if e == nil {
-		e = &vmForwards{vm: vm, pid: pid, auto: map[int]*heldForward{}}
+		e = &vmForwards{vm: vm, pid: pid, since: time.Now(), auto: map[int]*heldForward{}}
 		m.vms[vm.ID] = e
 	}
 	return e
@@ -328,23 +329,35 @@ func (m *forwarder) closeAll() {
 	m.cancel()
 }
 
-// forget drops VMs not in live (id -> pid): they stopped behind the
-// manager's back, or restarted.
-func (m *forwarder) forget(live map[string]int) {
+// forget drops VMs not in live (id -> pid, as listed at asOf): they
+// stopped behind the manager's back, or restarted. A record made after
+// asOf (a start that finished since) is newer than the list and kept.
+func (m *forwarder) forget(live map[string]int, asOf time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, e := range m.vms {
+		if e.since.After(asOf) {
+			continue
+		}
 		if pid, ok := live[id]; !ok || pid != e.pid {
 			m.closeLocked(e, "vm not running")
 		}
 	}
 }
 
-// startPoll marks the VM as being polled; false when a poll is under way.
+// startPoll marks the VM as being polled; false when a poll is under way
+// or the manager holds forwards for another process of the VM (the list
+// pid came from is older than that record; the next poll sees the new one).
 func (m *forwarder) startPoll(vm fwdVM, pid int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e := m.entry(vm, pid)
+	e := m.vms[vm.ID]
+	if e != nil && e.pid != pid {
+		return false
+	}
+	if e == nil {
+		e = m.entry(vm, pid)
+	}
 	if e.polling {
 		return false
 	}

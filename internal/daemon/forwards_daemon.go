@@ -74,6 +74,7 @@ func (d *Daemon) runForwards(ctx context.Context, wg *sync.WaitGroup) {
 // running VM, reads its guest listeners and brings its forwards in line,
 // each VM on its own goroutine so a slow agent delays only its own VM.
 func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
+	asOf := time.Now()
 	vms, err := d.store.ListVMs(ctx)
 	if err != nil {
 		d.log.Warn("forwards: listing vms", "err", err)
@@ -85,7 +86,7 @@ func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
 			live[v.ID] = v.PID
 		}
 	}
-	d.fwd.forget(live)
+	d.fwd.forget(live, asOf)
 	for _, v := range vms {
 		if _, ok := live[v.ID]; !ok || !d.fwd.startPoll(fwdOf(&v), v.PID) {
 			continue

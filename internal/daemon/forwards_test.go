@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"banger/internal/api"
 	"banger/internal/store"
@@ -167,7 +168,20 @@ func TestForwarderAuto(t *testing.T) {
 	if got := b.held(); !slices.Equal(got, []string{"127.0.0.1:5000>5000"}) {
 		t.Fatalf("after restart: %q", got)
 	}
-	m.forget(map[string]int{"other": 5})
+	// A list older than the record does not close it; a newer one does.
+	before := time.Now().Add(-time.Hour)
+	m.forget(map[string]int{"other": 5}, before)
+	if got := b.held(); len(got) != 1 {
+		t.Fatalf("forget with a list older than the forwards closed them: %q", got)
+	}
+	if m.startPoll(vm, 100) {
+		t.Fatal("a poll for the vm's old process started")
+	}
+	if !m.startPoll(vm, 101) || m.startPoll(vm, 101) {
+		t.Fatal("startPoll does not mark a poll under way")
+	}
+	m.endPoll(vm.ID)
+	m.forget(map[string]int{"other": 5}, time.Now())
 	if got := b.held(); len(got) != 0 || m.list(vm.ID) != nil {
 		t.Fatalf("forget of a stopped vm left %q", got)
 	}
