@@ -151,6 +151,7 @@ type VM struct {
 	StartedAt      time.Time `json:"started_at,omitzero"`
 	LastUsedAt     time.Time `json:"last_used_at,omitzero"`
 	PendingChanges []string  `json:"pending_changes,omitempty"`
+	Forwards       []Forward `json:"forwards,omitempty"` // held while it runs (see vm.ports)
 }
 
 // Image is an image as clients see it.
@@ -178,6 +179,8 @@ type VMCreateParams struct {
 	WorkDiskSize string `json:"work_disk_size,omitempty"`
 	NAT          bool   `json:"nat,omitempty"`
 	NoStart      bool   `json:"no_start,omitempty"`
+	// Publish holds "[ADDR:]HOST:GUEST" ports to forward while it runs.
+	Publish []string `json:"publish,omitempty"`
 }
 
 // ExecTarget is the result of vm.exec: where the client dials the VM's
@@ -214,6 +217,9 @@ type VMSetParams struct {
 	MemoryMiB    *int   `json:"memory_mib,omitempty"`
 	NAT          *bool  `json:"nat,omitempty"`
 	WorkDiskSize string `json:"work_disk_size,omitempty"`
+	// Publish adds "[ADDR:]HOST:GUEST" ports; Unpublish removes "[ADDR:]HOST".
+	Publish   []string `json:"publish,omitempty"`
+	Unpublish []string `json:"unpublish,omitempty"`
 }
 
 // VMResult wraps a VM plus what an operation noticed.
@@ -297,4 +303,5 @@ type Event struct {
 	Stage   string    `json:"stage,omitempty"`
 	Message string    `json:"message,omitempty"`
 	Elapsed float64   `json:"elapsed_s,omitempty"`
+	Forward *Forward  `json:"forward,omitempty"` // EventVMForward
 }

@@ -36,6 +36,7 @@ func (a *app) addVMCommands(root *cobra.Command) {
 		a.vmHealthCmd(),
 		a.vmLogsCmd(),
 		a.vmCpCmd(),
+		a.vmPortsCmd(),
 		a.vmForwardCmd(),
 	)
 	root.AddCommand(vm)
@@ -51,7 +52,8 @@ func (a *app) vmCreateCmd() *cobra.Command {
 		Short: "Create a VM and start it (unless --no-start)",
 		Example: `  banger vm create dev
   banger vm create --vcpu 4 --memory 4G --nat build
-  banger vm create --no-start scratch`,
+  banger vm create --no-start scratch
+  banger vm create --publish 8080:80 web`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -65,6 +67,9 @@ func (a *app) vmCreateCmd() *cobra.Command {
 			}
 			var err error
 			if p.VCPU, p.MemoryMiB, err = sizingFlags(c, vcpu, mem); err != nil {
+				return err
+			}
+			if err := checkPublish(p.Publish, nil); err != nil {
 				return err
 			}
 			for flag, v := range map[string]string{"--disk-size": p.DiskSize, "--work-disk-size": p.WorkDiskSize} {
@@ -92,6 +97,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 				}
 			} else {
 				a.printStarted(res, "created")
+				a.printForwards(res.VM)
 			}
 			if res.Health != nil && !res.Health.Healthy {
 				return &silentExit{code: ExitFailed}
@@ -108,6 +114,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.StringVar(&p.WorkDiskSize, "work-disk-size", "", "work disk (/root) size, e.g. 16G (default: default_work_disk_size)")
 	f.BoolVar(&p.NAT, "nat", false, "give the VM outbound network through NAT")
 	f.BoolVar(&p.NoStart, "no-start", false, "create without starting")
+	f.StringArrayVarP(&p.Publish, "publish", "p", nil, "forward host [ADDR:]HOST to guest port GUEST while it runs, e.g. 8080:80 (repeatable)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "print only the result")
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	addCPUsAlias(cmd)
@@ -301,15 +308,17 @@ func (a *app) vmSetCmd() *cobra.Command {
 	var mem string
 	var nat, noNAT, jsonOut bool
 	var work string
+	var publish, unpublish []string
 	cmd := &cobra.Command{
 		Use:   "set VM...",
 		Short: "Change VMs' settings (vCPU and memory apply at the next start; NAT applies at once)",
 		Example: `  banger vm set dev --vcpu 4 --memory 8G
   banger vm set a b --nat
-  banger vm set dev --work-disk-size 32G   # stopped VMs only; grows, never shrinks`,
+  banger vm set dev --work-disk-size 32G   # stopped VMs only; grows, never shrinks
+  banger vm set dev --publish 8080:80 --unpublish 9000`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, refs []string) error {
-			var base api.VMSetParams
+			base := api.VMSetParams{Publish: publish, Unpublish: unpublish}
 			var err error
 			if base.VCPU, base.MemoryMiB, err = sizingFlags(c, vcpu, mem); err != nil {
 				return err
@@ -327,8 +336,11 @@ func (a *app) vmSetCmd() *cobra.Command {
 				}
 				base.WorkDiskSize = work
 			}
-			if base.VCPU == nil && base.MemoryMiB == nil && base.NAT == nil && base.WorkDiskSize == "" {
-				return usageErrorf("nothing to change; give --vcpu, --memory, --nat/--no-nat or --work-disk-size")
+			if err := checkPublish(base.Publish, base.Unpublish); err != nil {
+				return err
+			}
+			if base.VCPU == nil && base.MemoryMiB == nil && base.NAT == nil && base.WorkDiskSize == "" && len(base.Publish)+len(base.Unpublish) == 0 {
+				return usageErrorf("nothing to change; give --vcpu, --memory, --nat/--no-nat, --work-disk-size, --publish or --unpublish")
 			}
 			cl, err := a.client(c.Context())
 			if err != nil {
@@ -353,6 +365,8 @@ func (a *app) vmSetCmd() *cobra.Command {
 	f.BoolVar(&nat, "nat", false, "enable NAT (live)")
 	f.BoolVar(&noNAT, "no-nat", false, "disable NAT (live)")
 	f.StringVar(&work, "work-disk-size", "", "grow the work disk (stopped VM only)")
+	f.StringArrayVarP(&publish, "publish", "p", nil, "forward host [ADDR:]HOST to guest port GUEST while it runs (live, repeatable)")
+	f.StringArrayVar(&unpublish, "unpublish", nil, "stop forwarding host [ADDR:]HOST (live, repeatable)")
 	f.BoolVar(&jsonOut, "json", false, "print results as JSON")
 	addCPUsAlias(cmd)
 	return cmd
@@ -453,6 +467,9 @@ func (a *app) vmShowCmd() *cobra.Command {
 			}
 			t.row("ip", vm.IP)
 			t.row("dns", vm.DNSName)
+			for _, f := range vm.Forwards {
+				t.row("forward", forwardLine(vm.Name, f))
+			}
 			t.row("mac", vm.MAC)
 			t.row("tap", vm.Tap)
 			t.row("nat", fmt.Sprint(vm.NAT))

@@ -35,6 +35,7 @@ type Config struct {
 	ReconcileInterval     time.Duration  // reconcile_interval: > 0
 	TapPoolSize           int            // tap_pool_size: >= 0
 	IgnorePreflightErrors []string       // ignore_preflight_errors: check names or "all"
+	AutoForward           bool           // auto_forward: forward guest listeners to 127.0.0.1
 	HelperPath            string         // helper_path: the sudo target
 }
 
@@ -118,6 +119,7 @@ func Defaults(p Paths) Config {
 		BootDeadline:        DefaultBootDeadline,
 		ReconcileInterval:   DefaultReconcileInterval,
 		TapPoolSize:         0,
+		AutoForward:         true,
 		HelperPath:          DefaultHelperPath,
 	}
 	c.setRuntimeDefaults(map[string]bool{})

@@ -22,6 +22,7 @@ const (
 	kindPrefix               // a CIDR string
 	kindAddrPort             // an "ip:port" string
 	kindList                 // an array of strings (comma-separated in the environment)
+	kindBool                 // a TOML boolean (true/false, 1/0 in the environment)
 )
 
 func (k kind) String() string {
@@ -44,6 +45,8 @@ func (k kind) String() string {
 		return "address:port"
 	case kindList:
 		return "list of strings"
+	case kindBool:
+		return "boolean"
 	}
 	return "unknown"
 }
@@ -112,6 +115,8 @@ func keySpecs() []keySpec {
 			"taps created ahead of time to speed up starts (0 = none)"},
 		{"ignore_preflight_errors", kindList, func(c *Config) any { return &c.IgnorePreflightErrors }, `["kvm", "vhost_vsock"]`, "`[]`",
 			"preflight checks whose failure only warns (e.g. `kvm`, `vhost_vsock`, or `all`)"},
+		{"auto_forward", kindBool, func(c *Config) any { return &c.AutoForward }, `false`, "`true`",
+			"forward each TCP port a guest listens on to `127.0.0.1` on the host (another port when taken or below 1024)"},
 		{"helper_path", kindPath, func(c *Config) any { return &c.HelperPath }, `"/usr/local/libexec/banger/banger"`, "`/usr/local/libexec/banger/banger`",
 			"root-owned banger binary that `sudo -n` runs for privileged operations"},
 	}
@@ -178,6 +183,13 @@ func (s keySpec) fromTOML(c *Config, v any, home string) error {
 			return fmt.Errorf("expected a duration string with a unit such as %s, got %s (durations are strings, not numbers)", s.example, tomlType(v))
 		}
 		return s.fromString(c, str, home)
+	case kindBool:
+		b, ok := v.(bool)
+		if !ok {
+			return fmt.Errorf("expected true or false, got %s", tomlType(v))
+		}
+		*s.field(c).(*bool) = b
+		return nil
 	case kindList:
 		arr, ok := v.([]any)
 		if !ok {
@@ -257,6 +269,12 @@ func (s keySpec) fromString(c *Config, v, home string) error {
 			}
 		}
 		*s.field(c).(*[]string) = list
+	case kindBool:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean; use true or false", v)
+		}
+		*s.field(c).(*bool) = b
 	}
 	return nil
 }
@@ -289,6 +307,8 @@ func (s keySpec) render(c *Config) string {
 		return f.String()
 	case *[]string:
 		return strings.Join(*f, ",")
+	case *bool:
+		return strconv.FormatBool(*f)
 	}
 	return ""
 }

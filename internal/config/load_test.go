@@ -105,6 +105,7 @@ boot_deadline = "1m"
 reconcile_interval = "45s"
 tap_pool_size = 3
 ignore_preflight_errors = ["kvm", "vhost_vsock"]
+auto_forward = false
 helper_path = "/usr/libexec/banger"
 `
 	p := setup(t, &content)
@@ -138,6 +139,7 @@ helper_path = "/usr/libexec/banger"
 		ReconcileInterval:     45 * time.Second,
 		TapPoolSize:           3,
 		IgnorePreflightErrors: []string{"kvm", "vhost_vsock"},
+		AutoForward:           false,
 		HelperPath:            "/usr/libexec/banger",
 	}
 	if !reflect.DeepEqual(l.Config, want) {
@@ -201,6 +203,8 @@ func TestLoadBadFile(t *testing.T) {
 		{"wrong type float", "default_memory_mib = 1.5\n", 1, "default_memory_mib", []string{"expected an integer", "float 1.5"}},
 		{"wrong type string", "log_level = 3\n", 1, "log_level", []string{"expected a string", "got integer 3"}},
 		{"wrong type bool", "kernel_path = true\n", 1, "kernel_path", []string{"expected a path string", "boolean"}},
+		{"wrong type bool key", "auto_forward = \"yes\"\n", 1, "auto_forward", []string{"expected true or false", `string "yes"`}},
+		{"bool as integer", "auto_forward = 1\n", 1, "auto_forward", []string{"expected true or false", "integer 1"}},
 		{"wrong type list", "ignore_preflight_errors = \"kvm\"\n", 1, "ignore_preflight_errors", []string{"expected an array of strings"}},
 		{"wrong type list element", "ignore_preflight_errors = [\"kvm\", 2]\n", 1, "ignore_preflight_errors", []string{"element 2", "integer 2"}},
 		{"wrong type table", "cidr = { a = 1 }\n", 1, "cidr", []string{"expected a CIDR string", "got table"}},
@@ -361,6 +365,7 @@ func TestLoadEnv(t *testing.T) {
 		"BANGER_CIDR":                    "10.1.0.0/24",
 		"BANGER_DNS_LISTEN_ADDR":         "127.0.0.1:5300",
 		"BANGER_TAP_POOL_SIZE":           "2",
+		"BANGER_AUTO_FORWARD":            "false",
 	}
 	l, err := Load(p, envMap(env))
 	if err != nil {
@@ -369,7 +374,7 @@ func TestLoadEnv(t *testing.T) {
 	c := l.Config
 	if c.LogLevel != "debug" || c.FirecrackerBin != "/home/u/bin/fc" || c.DefaultDiskSize != 4<<30 ||
 		c.AutoStopStaleAfter != 90*time.Minute || c.CIDR.String() != "10.1.0.0/24" || c.BridgeIP.String() != "10.1.0.1" ||
-		c.DNSListenAddr.String() != "127.0.0.1:5300" || c.TapPoolSize != 2 || c.DefaultVCPU != 4 || c.StopGrace != 20*time.Second {
+		c.DNSListenAddr.String() != "127.0.0.1:5300" || c.TapPoolSize != 2 || c.AutoForward || c.DefaultVCPU != 4 || c.StopGrace != 20*time.Second {
 		t.Errorf("Config = %+v", c)
 	}
 	if !slices.Equal(c.IgnorePreflightErrors, []string{"kvm", "vhost_vsock"}) {
@@ -378,7 +383,7 @@ func TestLoadEnv(t *testing.T) {
 	want := map[string]Source{
 		"log_level": SourceEnv, "firecracker_bin": SourceEnv, "ignore_preflight_errors": SourceEnv,
 		"default_disk_size": SourceEnv, "auto_stop_stale_after": SourceEnv, "cidr": SourceEnv,
-		"dns_listen_addr": SourceEnv, "tap_pool_size": SourceEnv,
+		"dns_listen_addr": SourceEnv, "tap_pool_size": SourceEnv, "auto_forward": SourceEnv,
 		"default_vcpu": SourceFile, "stop_grace": SourceFile,
 		"bridge_ip": SourceDefault, "kernel_path": SourceDefault,
 	}

@@ -46,6 +46,7 @@ func TestDefaults(t *testing.T) {
 		BootDeadline:        30 * time.Second,
 		ReconcileInterval:   30 * time.Second,
 		TapPoolSize:         0,
+		AutoForward:         true,
 		HelperPath:          "/usr/local/libexec/banger/banger",
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -64,6 +64,7 @@ type createSpec struct {
 	workBytes int64
 	nat       bool
 	noStart   bool
+	publish   []store.Published // VMID filled in at create
 }
 
 func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (createSpec, error) {
@@ -77,6 +78,10 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 		}
 	}
 	if err := validName(s.name); err != nil {
+		return s, err
+	}
+	var err error
+	if s.publish, err = parsePublished("", p.Publish); err != nil {
 		return s, err
 	}
 	s.vcpu = d.cfg.DefaultVCPU
@@ -96,7 +101,6 @@ func (d *Daemon) validateCreate(ctx context.Context, p api.VMCreateParams) (crea
 	if host := hostMemMiB(); host > 0 && s.memMiB >= host {
 		return s, invalidf("memory %d MiB is not below this host's %d MiB", s.memMiB, host)
 	}
-	var err error
 	s.diskBytes = d.cfg.DefaultDiskSize
 	if p.DiskSize != "" {
 		if s.diskBytes, err = config.ParseSize(p.DiskSize); err != nil {
@@ -255,8 +259,17 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 		if err := tx.CreateVM(&vm, d.alloc); err != nil {
 			return err
 		}
+		for i := range spec.publish {
+			spec.publish[i].VMID = id
+		}
+		if err := publishTx(tx, spec.publish); err != nil {
+			return err
+		}
 		return tx.BeginIntent(in)
 	}); err != nil {
+		if pc := (*publishConflict)(nil); errors.As(err, &pc) {
+			return nil, withKind(ErrConflict, "vm %s not created: %v", spec.name, pc)
+		}
 		if errors.Is(err, store.ErrConflict) {
 			return nil, withKind(ErrConflict, "a vm named %q already exists", spec.name)
 		}

@@ -63,6 +63,7 @@ type Daemon struct {
 	stats    *statsState
 	taps     *tapPool
 	checks   *preflight.Cache
+	fwd      *forwarder // the forwards held for running VMs (forwards.go)
 	// checkTap verifies a tap is on the bridge and up before Firecracker
 	// is told about it (tapReady; tests replace it).
 	checkTap func(tap, bridge string) error

@@ -22,6 +22,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	d.net = &netState{}
 	d.stats = newStatsState()
 	d.taps = newTapPool()
+	d.fwd = newForwarder(agentForwards{log: d.log}, d.cfg.AutoForward, d.log, d.events.publish)
 	if d.checkTap == nil {
 		d.checkTap = tapReady
 	}
@@ -246,12 +247,16 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	d.runTapPool(ctx, wg)
 	every(d.cfg.ReconcileInterval, d.reconcile)
 	every(d.cfg.StatsPollInterval, d.sampleStats)
+	d.runForwards(ctx, wg)
 	if d.cfg.AutoStopStaleAfter > 0 {
 		every(min(d.cfg.AutoStopStaleAfter/4+time.Second, time.Minute), d.stopStale)
 	}
 }
 
 func (d *Daemon) shutdownRuntime() {
+	if d.fwd != nil {
+		d.fwd.closeAll()
+	}
 	d.vms.close()
 	if d.net != nil && d.net.server != nil {
 		d.net.server.Close()

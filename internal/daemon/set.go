@@ -35,8 +35,11 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 			return nil, invalidf("work disk size %q: %v", p.WorkDiskSize, err)
 		}
 	}
-	if p.VCPU == nil && p.MemoryMiB == nil && p.NAT == nil && work == 0 {
-		return nil, invalidf("nothing to change; give vcpu, memory, nat or work_disk_size")
+	if _, err := parsePublished("", p.Publish); err != nil {
+		return nil, err
+	}
+	if p.VCPU == nil && p.MemoryMiB == nil && p.NAT == nil && work == 0 && len(p.Publish)+len(p.Unpublish) == 0 {
+		return nil, invalidf("nothing to change; give vcpu, memory, nat, work_disk_size, publish or unpublish")
 	}
 	vm, unlock, err := d.lockedVM(ctx, p.Ref)
 	if err != nil {
@@ -71,6 +74,13 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 	}
 	rv := newReverter(d.log)
 	defer rv.fail()
+	if len(p.Publish)+len(p.Unpublish) > 0 {
+		undo, err := d.setPublished(ctx, &vm, p.Publish, p.Unpublish)
+		if err != nil {
+			return nil, err
+		}
+		rv.add("restore published ports", undo)
+	}
 	if p.NAT != nil && *p.NAT != vm.NAT {
 		if running {
 			if *p.NAT {
@@ -120,5 +130,8 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 		return nil, err
 	}
 	rv.success()
+	if vm.State == api.StateRunning && len(p.Publish)+len(p.Unpublish) > 0 {
+		d.forwardsUp(ctx, &vm, time.Now())
+	}
 	return api.VMResult{VM: d.toAPI(ctx, vm), Notices: notices}, nil
 }

@@ -242,6 +242,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		d.net.records.Set(vm.Name, vm.IP)
 	}
 	d.progress(vm, t0, "dns", vm.Name+".vm")
+	d.forwardsUp(ctx, vm, t0)
 	return &h, notices, nil
 }
 

@@ -127,6 +127,7 @@ func (d *Daemon) teardown(ctx context.Context, vm *store.VM) error {
 	if d.net.records != nil {
 		d.net.records.Remove(vm.Name)
 	}
+	d.forwardsDown(vm, "vm stopped")
 	var errs []string
 	if err := d.host.NATRemove(ctx, vm.IP); err != nil {
 		d.log.Warn("removing nat entry", "vm", vm.Name, "ip", vm.IP.String(), "err", err)

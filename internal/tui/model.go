@@ -318,6 +318,12 @@ func (m *Model) onEvent(ev api.Event) tea.Cmd {
 		delete(m.health, id)
 		delete(m.stats, id)
 		return m.refresh()
+	case api.EventVMForward:
+		if v, ok := m.vms[ev.VMID]; ok && ev.Forward != nil {
+			v.Forwards = applyForward(v.Forwards, ev.Stage, *ev.Forward)
+			m.vms[ev.VMID] = v
+			return m.refresh()
+		}
 	case api.EventVMProgress:
 		// Progress shows only while this UI waits for that VM, so a late
 		// event never hides the final result.

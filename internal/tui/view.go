@@ -380,6 +380,9 @@ func (m *Model) detail(v api.VM, height int) []string {
 		m.kv("vsock", fmt.Sprintf("cid %d  %s", v.CID, v.VsockPath)),
 		m.kv("api", v.APISocket),
 	}
+	if len(v.Forwards) > 0 {
+		lines = append(lines, m.kv("ports", forwardsLine(v.Forwards)))
+	}
 	if v.LastError != "" {
 		lines = append(lines, m.kv("error", m.st.err.Render(v.LastError)))
 	}
