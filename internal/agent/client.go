@@ -2,14 +2,11 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -71,25 +68,7 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("calling agent %s: %w", path, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return fmt.Errorf("reading agent %s response: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var eb errorBody
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
-			msg = eb.Error
-		}
-		if len(msg) > 200 {
-			msg = msg[:200] + "..."
-		}
-		return fmt.Errorf("agent %s answered %s: %s", path, resp.Status, msg)
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("decoding agent %s response: %w", path, err)
-	}
-	return nil
+	return decodeAnswer(resp, path, out)
 }
 
 // unwrapURLError drops net/http's `Get "http://agent/healthz":` prefix, which
