@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -44,24 +43,7 @@ func BenchmarkDaemon500Running(b *testing.B) {
 	time.Sleep(time.Second)
 	fresh := e.daemonProc("VmRSS")
 	for b.Loop() {
-		var wg sync.WaitGroup
-		errs := make(chan string, n)
-		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := w; i < n; i += 4 {
-					if out, errOut, code := e.banger("vm", "create", "-q", fmt.Sprintf("s%d", i)); code != 0 {
-						errs <- fmt.Sprintf("create s%d: exit %d: %s %s", i, code, out, errOut)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for msg := range errs {
-			b.Fatal(msg)
-		}
+		e.createMany("s", n)
 		threads, running := e.daemonProc("Threads"), e.daemonProc("VmRSS")
 		names := []string{"vm", "stop"}
 		for i := range n {

@@ -181,6 +181,30 @@ func TestAdoptDecoyPID(t *testing.T) {
 	e.assertClean()
 }
 
+// createMany creates VMs prefix0 ... prefix<n-1>, four at a time, and fails
+// the test on the first that fails.
+func (e *env) createMany(prefix string, n int) {
+	e.t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan string, n)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 4 {
+				if out, errOut, code := e.banger("vm", "create", "-q", fmt.Sprintf("%s%d", prefix, i)); code != 0 {
+					errs <- fmt.Sprintf("create %s%d: exit %d: %s %s", prefix, i, code, out, errOut)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		e.t.Fatal(msg)
+	}
+}
+
 // daemonThreads is the Threads: count of the running daemon.
 func (e *env) daemonThreads() int {
 	e.t.Helper()
@@ -206,24 +230,7 @@ func TestAdoptManyThreads(t *testing.T) {
 	e := newEnv(t, "")
 	e.registerImage()
 	idle := e.daemonThreads()
-	var wg sync.WaitGroup
-	errs := make(chan string, n)
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 4 {
-				if out, errOut, code := e.banger("vm", "create", "-q", fmt.Sprintf("m%d", i)); code != 0 {
-					errs <- fmt.Sprintf("create m%d: exit %d: %s %s", i, code, out, errOut)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for msg := range errs {
-		t.Fatal(msg)
-	}
+	e.createMany("m", n)
 	created := e.daemonThreads()
 	e.killDaemon(e.daemonPID())
 	e.ok("daemon", "start")
