@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"banger/internal/api"
 )
@@ -131,4 +133,63 @@ func TestWake(t *testing.T) {
 	if err := e.d.wake(ctx, "w1"); err == nil || !strings.Contains(err.Error(), "stopped") {
 		t.Fatalf("wake of a stopped vm: %v, want an error naming the state", err)
 	}
+}
+
+// BenchmarkRestore is vm.start of a suspended VM to healthy, in-process
+// (for -cpuprofile). Run as root:
+//
+//	unshare --net --mount sh -c 'mount -t sysfs sysfs /sys; ip link set lo up; BANGER_BENCH_NETNS=1 go test -run ^$ -bench Restore -benchtime 20x -cpuprofile /tmp/restore.prof ./internal/daemon/'
+func BenchmarkRestore(b *testing.B) {
+	e := newBenchEnv(b)
+	defer e.stop()
+	ctx := context.Background()
+	if _, err := e.create("r1"); err != nil {
+		b.Fatal(err)
+	}
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	evs, _, err := e.cl.Events(ectx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stages := map[string][]time.Duration{}
+	var smu sync.Mutex
+	go func() {
+		last := 0.0
+		for ev := range evs {
+			if ev.Kind != api.EventVMProgress {
+				continue
+			}
+			smu.Lock()
+			if ev.Elapsed < last {
+				last = 0
+			}
+			stages[ev.Stage] = append(stages[ev.Stage], time.Duration((ev.Elapsed-last)*float64(time.Second)))
+			last = ev.Elapsed
+			smu.Unlock()
+		}
+	}()
+	defer func() {
+		smu.Lock()
+		defer smu.Unlock()
+		for k, v := range stages {
+			b.ReportMetric(float64(percentile(v, 0.5).Microseconds())/1000, k+"-ms")
+		}
+	}()
+	var ds []time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		if err := e.cl.Call(ctx, api.MethodVMSuspend, api.VMRef{Ref: "r1"}, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		var res api.VMResult
+		t0 := time.Now()
+		if err := e.cl.Call(ctx, api.MethodVMStart, api.VMStartParams{Ref: "r1"}, &res); err != nil || res.Health == nil || !res.Health.Healthy {
+			b.Fatalf("restore: %v %+v", err, res.Health)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(ds, 0.5).Microseconds())/1000, "median-ms")
 }
