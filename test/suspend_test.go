@@ -320,8 +320,105 @@ func TestSuspendDaemonKilled(t *testing.T) {
 	// Start, stop and delete work.
 	e.ok("vm", "stop", "k1")
 	e.ok("vm", "start", "k1")
+	boot = e.guestHealth("k1").BootID
 	e.ok("vm", "suspend", "k1")
+
+	// Killed during a restore before the load (Firecracker's API socket
+	// comes late): the restore is undone, the VM suspended with its snapshot.
+	e.stopDaemonAndWait()
+	e.extra = []string{"FCFAKE_SNAPSHOT_DELAY=2s", "FCFAKE_SOCKET_DELAY=3s"}
+	e.ok("daemon", "start")
+	e.waitReconciled()
+	os.Truncate(e.record, 0)
+	cmd = e.bangerAsync("vm", "start", "k1")
+	e.waitEvent("start")
+	dpid = e.daemonLockPID()
+	syscall.Kill(dpid, syscall.SIGKILL)
+	waitGone(t, dpid)
+	cmd.Wait()
+	e.extra = []string{"FCFAKE_SNAPSHOT_DELAY=2s"}
+	e.ok("daemon", "start")
+	e.waitReconciled()
+	vm = e.wantState("k1", api.StateSuspended)
+	if f := snapshotFiles(vm); len(f) != 3 {
+		t.Fatalf("snapshot after an undone restore: %v", f)
+	}
+	if p := e.fcProcesses(); len(p) != 0 {
+		t.Fatalf("an undone restore left firecracker processes: %v", p)
+	}
+	if taps := e.taps(); len(taps) != 0 {
+		t.Fatalf("an undone restore left taps: %v", taps)
+	}
 	e.ok("vm", "start", "k1")
+	if h := e.guestHealth("k1"); h.BootID != boot {
+		t.Fatal("the snapshot kept by an undone restore did not restore the same guest")
+	}
 	e.ok("vm", "delete", "k1")
+
+	// Killed after Firecracker wrote the snapshot, while banger punches the
+	// zero pages out of a 512 MiB memory file or records the identity: the
+	// suspend is either undone (no snapshot.json yet: the guest runs on) or
+	// finished (suspended, and the restore brings the same guest back).
+	e.ok("vm", "create", "k2", "--memory", "512")
+	boot = e.guestHealth("k2").BootID
+	os.Truncate(e.record, 0)
+	cmd = e.bangerAsync("vm", "suspend", "k2")
+	e.waitResponse("/snapshot/create")
+	dpid = e.daemonLockPID()
+	syscall.Kill(dpid, syscall.SIGKILL)
+	waitGone(t, dpid)
+	cmd.Wait()
+	e.ok("daemon", "start")
+	e.waitReconciled()
+	vm = e.vm("k2")
+	t.Logf("killed after the snapshot was written: recovered to %s", vm.State)
+	switch vm.State {
+	case api.StateRunning:
+		if f := snapshotFiles(vm); len(f) != 0 {
+			t.Fatalf("undone suspend left %v", f)
+		}
+	case api.StateSuspended:
+		if f := snapshotFiles(vm); len(f) != 3 {
+			t.Fatalf("finished suspend has %v", f)
+		}
+		e.ok("vm", "start", "k2")
+	default:
+		t.Fatalf("k2 recovered to %s (%s)", vm.State, vm.LastError)
+	}
+	if h := e.guestHealth("k2"); h.BootID != boot {
+		t.Fatal("the guest did not survive the interrupted suspend")
+	}
+	e.ok("vm", "stop", "k2")
+	e.ok("vm", "delete", "k2")
 	e.assertClean()
+}
+
+// waitEvent waits for fcfake to record an event (a process "start").
+func (e *env) waitEvent(kind string) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, ev := range e.records() {
+			if ev.Event == kind {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.t.Fatalf("fcfake recorded no %s event within 30s\n%s", kind, e.daemonLogTail())
+}
+
+// waitResponse waits for fcfake to record its answer to a request to path.
+func (e *env) waitResponse(path string) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, ev := range e.records() {
+			if ev.Event == "response" && ev.Path == path {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.t.Fatalf("fcfake answered no %s request within 30s\n%s", path, e.daemonLogTail())
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/firecracker"
 )
 
 func TestPunchZeroPages(t *testing.T) {
@@ -69,27 +70,38 @@ func TestVersionAtLeast(t *testing.T) {
 	}
 }
 
+// inOwnNetns re-executes the test t under unshare in a throwaway network
+// (and mount) namespace and reports true when that run is done (the
+// caller returns); it reports false inside that run.
+func inOwnNetns(t *testing.T) bool {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a bridge and taps in a network namespace")
+	}
+	if os.Getenv("BANGER_BENCH_NETNS") == "1" {
+		return false
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare(1) to make a throwaway network namespace")
+	}
+	// A mount namespace too, so that /sys shows the new network namespace
+	// (as `ip netns exec` arranges).
+	cmd := exec.Command("unshare", "--net", "--mount", "--", "sh", "-c", `mount -t sysfs sysfs /sys && ip link set lo up && exec "$@"`, "sh",
+		os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "BANGER_BENCH_NETNS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s in a network namespace: %v\n%s", t.Name(), err, out)
+	}
+	return true
+}
+
 // TestWake runs a real daemon in-process against fcfake, in a network
 // namespace of its own (it re-executes itself under unshare), and checks
 // the API the idle work builds on: wake of a running, a paused and a
 // suspended VM, and its refusal of a stopped one.
 func TestWake(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a bridge and taps in a network namespace")
-	}
-	if os.Getenv("BANGER_BENCH_NETNS") != "1" {
-		if _, err := exec.LookPath("unshare"); err != nil {
-			t.Skip("needs unshare(1) to make a throwaway network namespace")
-		}
-		// A mount namespace too, so that /sys shows the new network namespace
-		// (as `ip netns exec` arranges).
-		cmd := exec.Command("unshare", "--net", "--mount", "--", "sh", "-c", `mount -t sysfs sysfs /sys && ip link set lo up && exec "$@"`, "sh",
-			os.Args[0], "-test.run", "^TestWake$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), "BANGER_BENCH_NETNS=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "--- PASS: TestWake") {
-			t.Fatalf("TestWake in a network namespace: %v\n%s", err, out)
-		}
+	if inOwnNetns(t) {
 		return
 	}
 	e := newBenchEnv(t)
@@ -132,6 +144,78 @@ func TestWake(t *testing.T) {
 	}
 	if err := e.d.wake(ctx, "w1"); err == nil || !strings.Contains(err.Error(), "stopped") {
 		t.Fatalf("wake of a stopped vm: %v, want an error naming the state", err)
+	}
+}
+
+// TestRecoverSuspendFinishes: a suspend whose daemon died after the
+// snapshot was whole (snapshot.json written, the process still there,
+// paused) is finished by recovery: the process ends, the VM is suspended,
+// and a wake restores the same guest.
+func TestRecoverSuspendFinishes(t *testing.T) {
+	if inOwnNetns(t) {
+		return
+	}
+	e := newBenchEnv(t)
+	defer e.stop()
+	ctx := context.Background()
+	if _, err := e.create("f1"); err != nil {
+		t.Fatal(err)
+	}
+	d := e.d
+	vm, unlock, err := d.lockedVM(ctx, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hz, _, err := agentClient(&vm).Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := livePID(&vm)
+	// What suspendLocked does up to the identity, then "dies".
+	img, _ := d.store.GetImage(ctx, vm.ImageID)
+	kernel, initrd := d.kernelFor(img)
+	ver, _ := binaryVersion(d.cfg.FirecrackerBin)
+	st, _ := vmStorage(&vm)
+	si := &snapshotInfo{Firecracker: ver, Kernel: kernel, Initrd: initrd, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB,
+		Tap: vm.Tap, MAC: vm.MAC, VsockPath: vsockPath(&vm), CID: vm.CID, MemBytes: int64(vm.MemoryMiB) << 20,
+		Drives: []snapDrive{{ID: "rootfs", Path: st.RootDisk}, {ID: "work", Path: workDisk(&vm)}}}
+	si.KernelSHA256, _ = fileSHA256(kernel)
+	si.InitrdSHA256, _ = fileSHA256(initrd)
+	if _, err := d.begin(ctx, &vm, opSuspend, suspendData{}); err != nil {
+		t.Fatal(err)
+	}
+	fc := firecracker.NewClient(apiSock(&vm))
+	if err := fc.PatchVM(ctx, firecracker.VMPaused); err != nil {
+		t.Fatal(err)
+	}
+	if err := fc.CreateSnapshot(ctx, firecracker.SnapshotCreate{SnapshotPath: snapStatePath(&vm), MemFilePath: snapMemPath(&vm)}); err != nil {
+		t.Fatal(err)
+	}
+	si.StateSHA256, _ = fileSHA256(snapStatePath(&vm))
+	if err := writeSnapshotInfo(&vm, si); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+
+	// The next command on the VM recovers it first.
+	vm, unlock, err = d.lockedVM(ctx, "f1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if vm.State != api.StateSuspended || vm.PID != 0 || livePID(&vm) != 0 {
+		t.Fatalf("after recovery: %s pid %d (live %d, was %d)", vm.State, vm.PID, livePID(&vm), pid)
+	}
+	if ins, _ := d.store.VMIntents(ctx, vm.ID); len(ins) != 0 {
+		t.Fatalf("intents left: %+v", ins)
+	}
+	if err := d.wake(ctx, "f1"); err != nil {
+		t.Fatal(err)
+	}
+	vm, _ = d.store.GetVM(ctx, vm.ID)
+	after, _, err := agentClient(&vm).Health(ctx)
+	if err != nil || after.BootID != hz.BootID {
+		t.Fatalf("restored guest: %+v %v, want boot id %s", after, err, hz.BootID)
 	}
 }
 
