@@ -252,6 +252,23 @@ func TestSuspendRefusals(t *testing.T) {
 	if h := e.guestHealth("v1"); h.BootID != before.BootID {
 		t.Fatal("a failed suspend restarted the guest")
 	}
+
+	// An agent from before protocol 2 cannot step the clock: the restore
+	// goes on and the daemon logs why.
+	e.stopDaemonAndWait()
+	e.extra = []string{"FCFAKE_AGENT_LEGACY=1"}
+	e.ok("daemon", "start")
+	e.waitReconciled()
+	e.ok("vm", "restart", "v1")
+	clocks := e.setClockCalls()
+	e.ok("vm", "suspend", "v1")
+	e.ok("vm", "start", "v1")
+	if got := e.setClockCalls(); got != clocks {
+		t.Fatalf("a legacy agent got %d clock steps", got-clocks)
+	}
+	if log, _ := os.ReadFile(filepath.Join(e.state, "bangerd.log")); !strings.Contains(string(log), "not stepping the restored guest's clock") {
+		t.Fatalf("no log line for the skipped clock step:\n%s", e.daemonLogTail())
+	}
 	e.ok("vm", "delete", "v1")
 	e.assertClean()
 }
