@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
+	"banger/internal/command"
 	"banger/internal/store"
 )
 
@@ -296,7 +297,7 @@ var fcVersions sync.Map // hashKey -> string
 // binaryVersion is the version the Firecracker binary at bin reports
 // ("1.14.2").
 func binaryVersion(bin string) (string, error) {
-	path, err := exec.LookPath(bin)
+	path, err := command.LookPath(bin)
 	if err != nil {
 		return "", err
 	}
@@ -308,9 +309,11 @@ func binaryVersion(bin string) (string, error) {
 	if v, ok := fcVersions.Load(k); ok {
 		return v.(string), nil
 	}
-	out, err := exec.Command(path, "--version").Output()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _, err := command.Output(ctx, path, "--version")
 	if err != nil {
-		return "", fmt.Errorf("running %s --version: %w", path, err)
+		return "", err
 	}
 	for _, f := range strings.Fields(string(out)) {
 		if v, ok := strings.CutPrefix(f, "v"); ok && len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
