@@ -171,8 +171,19 @@ func TestSuspendRestore(t *testing.T) {
 		t.Fatalf("after a confirmed set: %d MiB, files %v", vm.MemoryMiB, snapshotFiles(vm))
 	}
 
-	// Delete of a suspended VM removes it and its snapshot.
+	// A vm set while it ran (pending) is not in the snapshot: the restore
+	// refuses it and says why; --cold applies the change.
 	e.ok("vm", "start", "s1")
+	e.ok("vm", "set", "s1", "--vcpu", "2")
+	e.ok("vm", "suspend", "s1")
+	_, errOut, code = e.banger("vm", "start", "s1")
+	if code != 1 || !strings.Contains(errOut, "made with 1 vCPUs and 512 MiB and vm set has changed the vm to 2 vCPUs") {
+		t.Fatalf("restore after a pending vm set: %d %q", code, errOut)
+	}
+	e.wantState("s1", api.StateSuspended)
+	e.ok("vm", "start", "--cold", "s1")
+
+	// Delete of a suspended VM removes it and its snapshot.
 	e.ok("vm", "suspend", "s1")
 	e.ok("vm", "delete", "s1")
 	e.assertClean()

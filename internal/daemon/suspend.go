@@ -199,8 +199,14 @@ func (d *Daemon) suspendLocked(ctx context.Context, vm *store.VM, reason string)
 	if err != nil {
 		return fmt.Errorf("suspending vm %s: asking firecracker its version: %w", vm.Name, err)
 	}
+	// The machine the process really has: a vm set while it ran changed
+	// only the record (pending), and a restore then refuses the snapshot.
+	mc, err := fc.GetMachineConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("suspending vm %s: asking firecracker its machine configuration: %w", vm.Name, err)
+	}
 	kernel, initrd := d.kernelFor(img)
-	si := &snapshotInfo{Firecracker: ver.FirecrackerVersion, Kernel: kernel, Initrd: initrd, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB,
+	si := &snapshotInfo{Firecracker: ver.FirecrackerVersion, Kernel: kernel, Initrd: initrd, VCPU: mc.VCPUCount, MemoryMiB: mc.MemSizeMib,
 		Tap: vm.Tap, MAC: vm.MAC, VsockPath: vsockPath(vm), CID: vm.CID, WasPaused: vm.State == api.StatePaused}
 	if si.KernelSHA256, err = fileSHA256(kernel); err != nil {
 		return fmt.Errorf("suspending vm %s: hashing its kernel: %w", vm.Name, err)
@@ -300,7 +306,6 @@ func (d *Daemon) finishSuspend(ctx context.Context, vm *store.VM, pid int, reaso
 	vm.State = api.StateSuspended
 	vm.PID = 0
 	vm.StopReason = reason
-	vm.Pending = nil
 	return d.end(ctx, vm, ins...)
 }
 
@@ -339,7 +344,7 @@ func (d *Daemon) checkSnapshot(vm *store.VM, img store.Image) (*snapshotInfo, er
 		return nil, snapshotRefusal(vm, "the initrd %s changed since the snapshot", initrd)
 	}
 	if vm.VCPU != si.VCPU || vm.MemoryMiB != si.MemoryMiB {
-		return nil, snapshotRefusal(vm, "it was made with %d vCPUs and %d MiB and the vm now has %d vCPUs and %d MiB", si.VCPU, si.MemoryMiB, vm.VCPU, vm.MemoryMiB)
+		return nil, snapshotRefusal(vm, "it was made with %d vCPUs and %d MiB and vm set has changed the vm to %d vCPUs and %d MiB", si.VCPU, si.MemoryMiB, vm.VCPU, vm.MemoryMiB)
 	}
 	if vm.Tap != si.Tap || vm.MAC != si.MAC || vm.CID != si.CID || vsockPath(vm) != si.VsockPath {
 		return nil, snapshotRefusal(vm, "its network or vsock layout changed (tap %s, mac %s, cid %d)", si.Tap, si.MAC, si.CID)
