@@ -109,6 +109,10 @@ type Options struct {
 	// wildcard and other listeners there belong to the host, the daemon's
 	// forwards among them).
 	ExactListeners bool
+	// SetClock sets the guest's clock for POST /v1/clock (default:
+	// clock_settime(CLOCK_REALTIME)); the fake Firecracker records the call
+	// instead of setting the host's clock.
+	SetClock func(time.Time) error
 
 	// Logger receives request failures (default: discard).
 	Logger *slog.Logger
@@ -148,6 +152,9 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.SetClock == nil {
+		o.SetClock = setRealtime
+	}
 	return o
 }
 
@@ -161,12 +168,13 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/info", s.info)
 	if !s.opts.Legacy {
 		mux.HandleFunc("POST "+PathExec, s.exec)
+	}
+	if s.opts.Protocol >= 2 { // ProtocolCopy, ProtocolPorts, ProtocolClock
 		mux.HandleFunc("GET "+PathCopy, s.copyOut)
 		mux.HandleFunc("PUT "+PathCopy, s.copyIn)
-	}
-	if s.opts.Protocol >= ProtocolPorts {
 		mux.HandleFunc("GET "+PathPorts, s.ports)
 		mux.HandleFunc("POST "+PathConnect, s.connect)
+		mux.HandleFunc("POST "+PathClock, s.clock)
 	}
 	return mux
 }

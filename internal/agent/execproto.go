@@ -14,6 +14,7 @@ import (
 //	   beneath a guest path), see cpclient.go.
 //	2: GET /v1/ports (listening TCP sockets) and POST /v1/connect?port=N
 //	   (upgrade to a byte tunnel to a guest port, see connect.go).
+//	2: POST /v1/clock (step the guest clock to the host's, see ClockRequest).
 const ProtocolVersion = 2
 
 // ProtocolExec is the first protocol version with /v1/exec.
@@ -24,6 +25,9 @@ const ProtocolCopy = 2
 
 // ProtocolPorts is the first protocol version with /v1/ports and /v1/connect.
 const ProtocolPorts = 2
+
+// ProtocolClock is the first protocol version with /v1/clock.
+const ProtocolClock = 2
 
 // PathExec is the exec endpoint.
 const PathExec = "/v1/exec"

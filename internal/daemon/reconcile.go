@@ -135,7 +135,7 @@ func (d *Daemon) lockAll(ctx context.Context) *startup {
 	for _, v := range vms {
 		s.vms = append(s.vms, v)
 		s.unlocks = append(s.unlocks, d.locks.lock(v.ID))
-		if v.State == api.StateRunning {
+		if v.State == api.StateRunning || v.State == api.StatePaused {
 			records[v.Name] = v.IP
 		}
 	}
@@ -312,7 +312,7 @@ func (d *Daemon) rebuildDNS(ctx context.Context) {
 		}
 		cur, err := d.store.GetVM(ctx, v.ID) // as of now, under its lock
 		unlock()
-		if err == nil && cur.State == api.StateRunning {
+		if err == nil && (cur.State == api.StateRunning || cur.State == api.StatePaused) {
 			records[cur.Name] = cur.IP
 		}
 	}
@@ -341,13 +341,13 @@ func (d *Daemon) reconcileLocked(ctx context.Context, id string) {
 
 func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 	switch vm.State {
-	case api.StateRunning, api.StateStarting, api.StateStopping:
+	case api.StateRunning, api.StateStarting, api.StateStopping, api.StatePaused:
 		if d.settleWatched(ctx, vm) {
 			return
 		}
 		pid := livePID(vm)
 		if pid > 0 {
-			if vm.State != api.StateRunning {
+			if vm.State != api.StateRunning && vm.State != api.StatePaused {
 				// A start or stop without an intent (recorded by an older
 				// build): finish it as a stop.
 				d.log.Info("reconcile: finishing interrupted operation", "vm", vm.Name, "state", vm.State)

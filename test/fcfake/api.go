@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -80,6 +81,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b = []byte(`{"fault_message":"encoding the response failed"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
+	// A length, not chunks: a fatal fault's answer is flushed whole before
+	// the process exits, as Firecracker's is.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
@@ -113,9 +117,9 @@ func (v *vmm) route(method, path string, body []byte) (any, error) {
 
 	switch method + " " + resource {
 	case "GET ":
-		return map[string]string{"id": v.args.id, "state": v.state(), "vmm_version": fcVersion, "app_name": "Firecracker"}, nil
+		return map[string]string{"id": v.args.id, "state": v.state(), "vmm_version": v.version(), "app_name": "Firecracker"}, nil
 	case "GET version":
-		return map[string]string{"firecracker_version": fcVersion}, nil
+		return map[string]string{"firecracker_version": v.version()}, nil
 	case "GET machine-config":
 		return v.machine, nil
 	case "GET vm":
