@@ -126,10 +126,16 @@ func (d *Daemon) rpcStats(ctx context.Context, raw json.RawMessage) (any, error)
 		}
 	}
 	out := api.StatsList{Stats: []api.Stats{}}
+	balloons := map[string]*api.BalloonStats{}
+	for i := range vms {
+		if vms[i].State == api.StateRunning {
+			balloons[vms[i].ID] = balloonStats(ctx, &vms[i])
+		}
+	}
 	d.stats.mu.Lock()
 	defer d.stats.mu.Unlock()
 	for _, vm := range vms {
-		s := api.Stats{VM: vm.ID, Name: vm.Name, State: vm.State}
+		s := api.Stats{VM: vm.ID, Name: vm.Name, State: vm.State, Balloon: balloons[vm.ID]}
 		if vm.State == api.StateRunning {
 			s.PID = vm.PID
 			if smp, ok := d.stats.samples[vm.ID]; ok {
