@@ -93,6 +93,11 @@ type Options struct {
 	// processes, see countLogins).
 	Logins func() (int, error)
 
+	// SetClock sets the guest's clock for POST /v1/clock (default:
+	// clock_settime(CLOCK_REALTIME)); the fake Firecracker records the call
+	// instead of setting the host's clock.
+	SetClock func(time.Time) error
+
 	// Logger receives request failures (default: discard).
 	Logger *slog.Logger
 }
@@ -122,6 +127,9 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.SetClock == nil {
+		o.SetClock = setRealtime
+	}
 	return o
 }
 
@@ -135,6 +143,7 @@ func Handler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v1/info", s.info)
 	if !s.opts.Legacy {
 		mux.HandleFunc("POST "+PathExec, s.exec)
+		mux.HandleFunc("POST "+PathClock, s.clock)
 	}
 	return mux
 }

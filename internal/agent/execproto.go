@@ -10,10 +10,14 @@ import (
 // /healthz. Agents from before versioning report nothing (0).
 //
 //	1: POST /v1/exec (upgrade to a framed stream, see ExecRequest).
-const ProtocolVersion = 1
+//	2: POST /v1/clock (step the guest clock to the host's, see ClockRequest).
+const ProtocolVersion = 2
 
 // ProtocolExec is the first protocol version with /v1/exec.
 const ProtocolExec = 1
+
+// ProtocolClock is the first protocol version with /v1/clock.
+const ProtocolClock = 2
 
 // PathExec is the exec endpoint.
 const PathExec = "/v1/exec"

@@ -25,6 +25,9 @@ const (
 	MethodVMStats       = "vm.stats"
 	MethodVMTouch       = "vm.touch"
 	MethodVMExec        = "vm.exec"
+	MethodVMPause       = "vm.pause"
+	MethodVMResume      = "vm.resume"
+	MethodVMSuspend     = "vm.suspend"
 	MethodImageBuild    = "image.build"
 	MethodImageRegister = "image.register"
 	MethodImageVerify   = "image.verify"
@@ -49,11 +52,17 @@ const (
 	StateStopping = "stopping"
 	StateStopped  = "stopped"
 	StateError    = "error"
+	// StatePaused: the Firecracker process lives, its vCPUs are paused
+	// (PATCH /vm); DNS and forwards stay.
+	StatePaused = "paused"
+	// StateSuspended: no process; the guest's memory and VM state are in a
+	// snapshot in the VM directory, restored by the next vm start.
+	StateSuspended = "suspended"
 )
 
 // ValidStates lists every VM state.
 func ValidStates() []string {
-	return []string{StateCreated, StateStarting, StateRunning, StateStopping, StateStopped, StateError}
+	return []string{StateCreated, StateStarting, StateRunning, StateStopping, StateStopped, StateError, StatePaused, StateSuspended}
 }
 
 // Request is a JSON-RPC 2.0 request.
@@ -151,6 +160,26 @@ type VM struct {
 	StartedAt      time.Time `json:"started_at,omitzero"`
 	LastUsedAt     time.Time `json:"last_used_at,omitzero"`
 	PendingChanges []string  `json:"pending_changes,omitempty"`
+	// Snapshot is the suspended VM's snapshot (nil unless suspended).
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// Snapshot describes a suspended VM's snapshot.
+type Snapshot struct {
+	CreatedAt   time.Time `json:"created_at"`
+	Firecracker string    `json:"firecracker_version"`
+	// DiskBytes is what its files take on disk (allocated blocks); the
+	// memory file is sparse where the guest's pages are zero.
+	DiskBytes int64 `json:"disk_bytes"`
+	// MemoryBytes is the guest memory size (the memory file's length).
+	MemoryBytes int64 `json:"memory_bytes"`
+}
+
+// VMStartParams are vm.start's params. Cold discards a suspended VM's
+// snapshot and boots afresh.
+type VMStartParams struct {
+	Ref  string `json:"ref"`
+	Cold bool   `json:"cold,omitempty"`
 }
 
 // Image is an image as clients see it.
@@ -214,6 +243,9 @@ type VMSetParams struct {
 	MemoryMiB    *int   `json:"memory_mib,omitempty"`
 	NAT          *bool  `json:"nat,omitempty"`
 	WorkDiskSize string `json:"work_disk_size,omitempty"`
+	// DiscardSnapshot allows a change that invalidates a suspended VM's
+	// snapshot (vcpu, memory, work disk size): the snapshot is discarded.
+	DiscardSnapshot bool `json:"discard_snapshot,omitempty"`
 }
 
 // VMResult wraps a VM plus what an operation noticed.

@@ -39,6 +39,11 @@ func TestCLIConventions(t *testing.T) {
 		{[]string{"completion"}, 2, "banger completion: needs one of bash, zsh or fish (see `banger completion --help`)", ""},
 		{[]string{"vm", "show", ""}, 2, "banger vm show: the VM name is empty; give a VM name (see `banger vm show --help`)", ""},
 		{[]string{"vm", "stop", "a", ""}, 2, "banger vm stop: the VM name is empty; give a VM name (see `banger vm stop --help`)", ""},
+		{[]string{"vm", "suspend"}, 2, "banger vm suspend: needs at least one VM name (see `banger vm suspend --help`)", ""},
+		{[]string{"vm", "pause"}, 2, "banger vm pause: needs at least one VM name (see `banger vm pause --help`)", ""},
+		{[]string{"vm", "resume", ""}, 2, "banger vm resume: the VM name is empty; give a VM name (see `banger vm resume --help`)", ""},
+		{[]string{"vm", "start", "--cold"}, 2, "banger vm start: needs at least one VM name (see `banger vm start --help`)", ""},
+		{[]string{"vm", "suspend", "a", "--cold"}, 2, "banger: unknown flag: --cold (see `banger vm suspend --help`)", ""},
 		// Aliases: rm and ps.
 		{[]string{"vm", "rm"}, 2, "banger vm delete: needs at least one VM name (see `banger vm delete --help`)", ""},
 		{[]string{"vm", "ps", "x"}, 2, "banger vm list: takes no arguments, got \"x\" (see `banger vm list --help`)", ""},

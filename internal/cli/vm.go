@@ -24,10 +24,13 @@ func (a *app) addVMCommands(root *cobra.Command) {
 	del.SuggestFor = []string{"remove", "destroy"}
 	vm.AddCommand(
 		a.vmCreateCmd(),
-		a.vmBatchCmd("start", "Start stopped VMs (waits until each is healthy)", api.MethodVMStart),
+		a.vmStartCmd(),
 		a.vmBatchCmd("stop", "Stop VMs gracefully (Ctrl-Alt-Del, forced after stop_grace)", api.MethodVMStop),
 		a.vmBatchCmd("restart", "Stop and start VMs", api.MethodVMRestart),
 		a.vmKillCmd(),
+		a.vmBatchCmd("pause", "Pause VMs' vCPUs (the process, DNS name and forwards stay)", api.MethodVMPause),
+		a.vmBatchCmd("resume", "Resume paused VMs", api.MethodVMResume),
+		a.vmSuspendCmd(),
 		del,
 		a.vmSetCmd(),
 		a.vmListCmd(),
@@ -160,6 +163,11 @@ func (a *app) progress(ctx context.Context, cl *client.Client, quiet bool, name 
 }
 
 func (a *app) vmBatchCmd(verb, short, method string) *cobra.Command {
+	return a.vmBatchCmdWith(verb, short, method, func(id string) any { return api.VMRef{Ref: id} })
+}
+
+// vmBatchCmdWith is vmBatchCmd whose params for each VM come from params.
+func (a *app) vmBatchCmdWith(verb, short, method string, params func(id string) any) *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:     verb + " VM...",
@@ -173,7 +181,7 @@ func (a *app) vmBatchCmd(verb, short, method string) *cobra.Command {
 			}
 			outs, err := fanOut(c.Context(), cl, refs, func(ctx context.Context, vm api.VM) (api.VMResult, error) {
 				var res api.VMResult
-				err := cl.Call(ctx, method, api.VMRef{Ref: vm.ID}, &res)
+				err := cl.Call(ctx, method, params(vm.ID), &res)
 				return res, err
 			})
 			if err != nil {
@@ -261,6 +269,10 @@ func pastTense(verb string) string {
 		return "deleted"
 	case "set":
 		return "updated"
+	case "pause", "resume":
+		return verb + "d"
+	case "suspend":
+		return "suspended"
 	}
 	return verb + "ed"
 }
@@ -299,6 +311,7 @@ func (a *app) vmSetCmd() *cobra.Command {
 	var mem string
 	var nat, noNAT, jsonOut bool
 	var work string
+	var discard bool
 	cmd := &cobra.Command{
 		Use:   "set VM...",
 		Short: "Change VMs' settings (vCPU and memory apply at the next start; NAT applies at once)",
@@ -325,6 +338,7 @@ func (a *app) vmSetCmd() *cobra.Command {
 				}
 				base.WorkDiskSize = work
 			}
+			base.DiscardSnapshot = discard
 			if base.VCPU == nil && base.MemoryMiB == nil && base.NAT == nil && base.WorkDiskSize == "" {
 				return usageErrorf("nothing to change; give --vcpu, --memory, --nat/--no-nat or --work-disk-size")
 			}
@@ -351,6 +365,7 @@ func (a *app) vmSetCmd() *cobra.Command {
 	f.BoolVar(&nat, "nat", false, "enable NAT (live)")
 	f.BoolVar(&noNAT, "no-nat", false, "disable NAT (live)")
 	f.StringVar(&work, "work-disk-size", "", "grow the work disk (stopped VM only)")
+	f.BoolVar(&discard, "discard-snapshot", false, "on a suspended VM: allow a change that discards its snapshot")
 	f.BoolVar(&jsonOut, "json", false, "print results as JSON")
 	addCPUsAlias(cmd)
 	return cmd
@@ -392,7 +407,7 @@ func (a *app) vmListCmd() *cobra.Command {
 				if v.NAT {
 					nat = "yes"
 				}
-				cols := []string{v.Name, v.ID, v.State, v.IP, fmt.Sprint(v.VCPU), config.FormatSize(int64(v.MemoryMiB) << 20), nat, v.Image}
+				cols := []string{v.Name, v.ID, stateLabel(v), v.IP, fmt.Sprint(v.VCPU), config.FormatSize(int64(v.MemoryMiB) << 20), nat, v.Image}
 				if output == "wide" {
 					cols = append(cols, config.FormatSize(v.DiskBytes), config.FormatSize(v.WorkDiskBytes), ago(v.CreatedAt, now), ago(v.LastUsedAt, now))
 				} else {
@@ -440,6 +455,9 @@ func (a *app) vmShowCmd() *cobra.Command {
 				state += " (" + vm.StopReason + ")"
 			}
 			t.row("state", state)
+			if vm.Snapshot != nil {
+				t.row("snapshot", snapshotLabel(vm.Snapshot, now))
+			}
 			if vm.LastError != "" {
 				t.row("last error", vm.LastError)
 			}

@@ -31,6 +31,8 @@ import (
 //	stop          finished: ends stopped
 //	delete        finished: stopped, disks and directory removed, row deleted
 //	grow-work-disk finished: the grow is repeated (idempotent) and recorded
+//	suspend       finished if the snapshot is whole (snapshot.json), else undone: the guest runs on
+//	restore       finished if Firecracker loaded the snapshot (running), else undone: suspended again
 //	image-register, image-build  finished if the image row exists, else its files removed
 //	image-delete  finished: files and work-disk seeds removed
 const (
@@ -142,6 +144,16 @@ func (d *Daemon) recoverVM(ctx context.Context, vm *store.VM, ins []store.Intent
 		return true, nil
 	}
 	var errs []error
+	if in := find(opSuspend); in != nil {
+		if err := d.recoverSuspend(ctx, vm, in); err != nil {
+			errs = append(errs, fmt.Errorf("recovering the interrupted suspend of vm %s: %w", vm.Name, err))
+		}
+	}
+	if in := find(opRestore); in != nil {
+		if err := d.recoverRestore(ctx, vm, in); err != nil {
+			errs = append(errs, fmt.Errorf("recovering the interrupted restore of vm %s: %w", vm.Name, err))
+		}
+	}
 	if in := find(opGrow); in != nil {
 		if err := d.finishGrow(ctx, vm, in); err != nil {
 			errs = append(errs, err)
@@ -152,7 +164,7 @@ func (d *Daemon) recoverVM(ctx context.Context, vm *store.VM, ins []store.Intent
 		switch ins[i].Op {
 		case opStart, opStop:
 			lifecycle = append(lifecycle, &ins[i])
-		case opGrow:
+		case opGrow, opSuspend, opRestore:
 		default:
 			// Written by a newer build, or a bug: nothing here knows how
 			// to finish it, and keeping it would block the VM for good.

@@ -341,13 +341,13 @@ func (d *Daemon) reconcileLocked(ctx context.Context, id string) {
 
 func (d *Daemon) reconcileOne(ctx context.Context, vm *store.VM) {
 	switch vm.State {
-	case api.StateRunning, api.StateStarting, api.StateStopping:
+	case api.StateRunning, api.StateStarting, api.StateStopping, api.StatePaused:
 		if d.settleWatched(ctx, vm) {
 			return
 		}
 		pid := livePID(vm)
 		if pid > 0 {
-			if vm.State != api.StateRunning {
+			if vm.State != api.StateRunning && vm.State != api.StatePaused {
 				// A start or stop without an intent (recorded by an older
 				// build): finish it as a stop.
 				d.log.Info("reconcile: finishing interrupted operation", "vm", vm.Name, "state", vm.State)

@@ -234,7 +234,7 @@ func (d *Daemon) settleWatched(ctx context.Context, vm *store.VM) bool {
 		d.recordExit(ctx, vm, pr)
 		return true
 	}
-	return vm.State == api.StateRunning
+	return vm.State == api.StateRunning || vm.State == api.StatePaused
 }
 
 // recordExit writes a process exit to the store, once, with its reason, and
@@ -267,7 +267,7 @@ func (d *Daemon) recordExit(ctx context.Context, vm *store.VM, pr *proc) {
 
 func live(state string) bool {
 	switch state {
-	case api.StateRunning, api.StateStarting, api.StateStopping:
+	case api.StateRunning, api.StateStarting, api.StateStopping, api.StatePaused:
 		return true
 	}
 	return false

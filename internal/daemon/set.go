@@ -43,7 +43,18 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 		return nil, err
 	}
 	defer unlock()
-	running := vm.State == api.StateRunning || vm.State == api.StateStarting
+	running := vm.State == api.StateRunning || vm.State == api.StateStarting || vm.State == api.StatePaused
+	var notices []string
+	if vm.State == api.StateSuspended && ((p.VCPU != nil && *p.VCPU != vm.VCPU) || (p.MemoryMiB != nil && *p.MemoryMiB != vm.MemoryMiB) || work > vm.WorkDiskBytes) {
+		if !p.DiscardSnapshot {
+			return nil, invalidf("vm %s is suspended: changing its vcpu, memory or work disk invalidates its snapshot (its memory, running programs and unsaved state are lost); give --discard-snapshot to do it anyway, or start it first", vm.Name)
+		}
+		n, err := d.discardSnapshotLocked(ctx, &vm, "snapshot discarded by vm set")
+		if err != nil {
+			return nil, err
+		}
+		notices = append(notices, n)
+	}
 	if work > 0 {
 		if running {
 			return nil, withKind(ErrConflict, "vm %s is running; stop it before growing its work disk", vm.Name)
@@ -52,7 +63,6 @@ func (d *Daemon) rpcSet(ctx context.Context, raw json.RawMessage) (any, error) {
 			return nil, invalidf("work disk of %s is %s; shrinking to %s is not supported", vm.Name, config.FormatSize(vm.WorkDiskBytes), config.FormatSize(work))
 		}
 	}
-	var notices []string
 	pending := func(what string) {
 		if running && !slices.Contains(vm.Pending, what) {
 			vm.Pending = append(vm.Pending, what)

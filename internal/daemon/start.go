@@ -31,12 +31,27 @@ func (d *Daemon) preflightStart(ctx context.Context) error {
 }
 
 func (d *Daemon) rpcStart(ctx context.Context, raw json.RawMessage) (any, error) {
-	_, vm, unlock, err := lockedParams(ctx, d, api.MethodVMStart, raw, func(p *api.VMRef) string { return p.Ref })
+	p, vm, unlock, err := lockedParams(ctx, d, api.MethodVMStart, raw, func(p *api.VMStartParams) string { return p.Ref })
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
 	res := api.VMResult{}
+	if vm.State == api.StatePaused {
+		if err := d.resumeLocked(ctx, &vm); err != nil {
+			return nil, err
+		}
+		res.Notices = []string{vm.Name + " was paused; resumed it"}
+		res.VM = d.toAPI(ctx, vm)
+		return res, nil
+	}
+	if p.Cold && vm.State == api.StateSuspended {
+		n, err := d.discardSnapshotLocked(ctx, &vm, "snapshot discarded by vm start --cold")
+		if err != nil {
+			return nil, err
+		}
+		res.Notices = append(res.Notices, n)
+	}
 	if vm.State == api.StateRunning {
 		res.Notices = []string{vm.Name + " is already running"}
 		res.VM = d.toAPI(ctx, vm)
@@ -49,7 +64,7 @@ func (d *Daemon) rpcStart(ctx context.Context, raw json.RawMessage) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	res.Health, res.Notices, res.VM = health, notices, d.toAPI(ctx, vm)
+	res.Health, res.Notices, res.VM = health, append(res.Notices, notices...), d.toAPI(ctx, vm)
 	return res, nil
 }
 
@@ -61,20 +76,30 @@ func (d *Daemon) kernelFor(img store.Image) (kernel, initrd string) {
 	return d.cfg.KernelPath, d.cfg.InitrdPath
 }
 
-// startLocked boots a VM; the caller holds its lock. Host changes are
-// undone in reverse if a step fails. A VM that runs but whose agent never
-// answers stays running and is reported unhealthy.
+// startLocked boots a VM, or restores a suspended one from its snapshot;
+// the caller holds its lock. Host changes are undone in reverse if a step
+// fails (a restore that fails leaves the VM suspended with its snapshot). A
+// VM that runs but whose agent never answers stays running and is reported
+// unhealthy.
 func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*api.Health, []string, error) {
 	img, err := d.store.GetImage(ctx, vm.ImageID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading image of vm %s: %w", vm.Name, err)
+	}
+	var snap *snapshotInfo // restoring from it; nil: a cold boot
+	op := opStart
+	if vm.State == api.StateSuspended {
+		if snap, err = d.checkSnapshot(vm, img); err != nil {
+			return nil, nil, err
+		}
+		op = opRestore
 	}
 	var notices []string
 	prev := *vm
 	vm.State = api.StateStarting
 	vm.LastError = ""
 	vm.StopReason = ""
-	in, err := d.begin(ctx, vm, opStart, nil)
+	in, err := d.begin(ctx, vm, op, nil)
 	if err != nil {
 		*vm = prev
 		return nil, nil, fmt.Errorf("starting vm %s: %w", vm.Name, err)
@@ -83,6 +108,9 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 	fail := func(stage string, err error) (*api.Health, []string, error) {
 		rv.fail()
 		vm.State = api.StateStopped
+		if snap != nil {
+			vm.State = api.StateSuspended // the snapshot was not used: it stays
+		}
 		vm.PID = 0
 		vm.LastError = fmt.Sprintf("%s: %v", stage, err)
 		if werr := d.end(context.WithoutCancel(ctx), vm, in); werr != nil {
@@ -193,16 +221,31 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("firecracker", err)
 	}
 	d.progress(vm, t0, "launch", fmt.Sprintf("firecracker pid %d answers on its API socket", pr.pid))
-	if err := d.configure(ctx, fc, vm, img); err != nil {
-		return fail("configuring firecracker", err)
-	}
-	if err := fc.InstanceStart(ctx); err != nil {
-		if done, why := exited(); done {
-			err = fmt.Errorf("%w (%s)", err, why)
+	if snap != nil {
+		if err := d.loadSnapshot(ctx, fc, vm, snap, st.RootDisk); err != nil {
+			if done, why := exited(); done {
+				err = fmt.Errorf("%w (%s)", err, why)
+			}
+			return fail("restoring", err)
 		}
-		return fail("InstanceStart", err)
+		restored := snap
+		snap = nil // consumed: a failure from here on ends stopped
+		d.progress(vm, t0, "firecracker", "snapshot of "+restored.CreatedAt.Local().Format(time.DateTime)+" loaded and resumed")
+	} else {
+		if err := removeSnapshot(vm); err != nil { // a stale one never outlives a cold boot
+			return fail("firecracker", err)
+		}
+		if err := d.configure(ctx, fc, vm, img); err != nil {
+			return fail("configuring firecracker", err)
+		}
+		if err := fc.InstanceStart(ctx); err != nil {
+			if done, why := exited(); done {
+				err = fmt.Errorf("%w (%s)", err, why)
+			}
+			return fail("InstanceStart", err)
+		}
+		d.progress(vm, t0, "firecracker", "configured and booting")
 	}
-	d.progress(vm, t0, "firecracker", "configured and booting")
 	vm.State = api.StateRunning
 	vm.StartedAt = time.Now()
 	vm.LastUsedAt = vm.StartedAt
@@ -221,6 +264,9 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 		return fail("firecracker exited during boot", err)
 	}
 	rv.success()
+	if op == opRestore && h.Healthy {
+		d.stepClock(ctx, vm)
+	}
 	if h.Healthy {
 		d.progress(vm, t0, "agent", fmt.Sprintf("healthy in %.1f ms", h.RTTMillis))
 	} else {

@@ -39,6 +39,11 @@ func livePID(vm *store.VM) int {
 // stopLocked stops a VM gracefully, falling through to a forced stop after
 // stop_grace. The caller holds the VM's lock.
 func (d *Daemon) stopLocked(ctx context.Context, vm *store.VM, reason string) error {
+	if vm.State == api.StateSuspended {
+		_, err := d.discardSnapshotLocked(ctx, vm, reason)
+		return err
+	}
+	d.unpauseForStop(ctx, vm)
 	pid := livePID(vm)
 	if pid == 0 && (vm.State == api.StateStopped || vm.State == api.StateCreated) {
 		return d.finishStop(ctx, vm, vm.StopReason)
@@ -226,6 +231,9 @@ func (d *Daemon) rpcStop(ctx context.Context, raw json.RawMessage) (any, error) 
 	if vm.State == api.StateStopped || vm.State == api.StateCreated {
 		res.Notices = append(res.Notices, vm.Name+" was not running")
 	}
+	if vm.State == api.StateSuspended {
+		res.Notices = append(res.Notices, "discarded the snapshot of "+vm.Name+": its memory (running programs, unsaved state) is lost; the next start boots afresh")
+	}
 	if err := d.stopLocked(ctx, &vm, "stopped by user"); err != nil {
 		return nil, err
 	}
@@ -382,8 +390,9 @@ func (d *Daemon) deleteLocked(ctx context.Context, vm *store.VM, resume *store.I
 		}
 		return err
 	}
+	d.unpauseForStop(ctx, vm)
 	pid := livePID(vm)
-	if pid > 0 || vm.State == api.StateRunning || vm.State == api.StateStarting || vm.State == api.StateStopping {
+	if pid > 0 || vm.State == api.StateRunning || vm.State == api.StateStarting || vm.State == api.StateStopping || vm.State == api.StatePaused {
 		vm.State = api.StateStopping
 		if err := d.saveVM(ctx, vm); err != nil {
 			return keep(fmt.Errorf("deleting vm %s: %w", vm.Name, err))

@@ -31,6 +31,9 @@ func (d *Daemon) methods() map[string]handler {
 		api.MethodVMStats:       d.rpcStats,
 		api.MethodVMTouch:       d.rpcTouch,
 		api.MethodVMExec:        d.rpcExec,
+		api.MethodVMPause:       d.rpcPause,
+		api.MethodVMResume:      d.rpcResume,
+		api.MethodVMSuspend:     d.rpcSuspend,
 		api.MethodImageRegister: d.rpcImageRegister,
 		api.MethodImageList:     d.rpcImageList,
 		api.MethodImageDelete:   d.rpcImageDelete,
@@ -178,7 +181,7 @@ func (d *Daemon) toAPIWith(v store.VM, names map[string]string) api.VM {
 		CID: vm.CID, PID: vm.PID, Dir: vm.Dir, APISocket: apiSock(&vm), VsockPath: vsockPath(&vm),
 		RootDisk: st.RootDisk, WorkDisk: workDisk(&vm), StorageDriver: st.Driver,
 		DNSName: vm.Name + ".vm", CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt, LastUsedAt: vm.LastUsedAt,
-		PendingChanges: vm.Pending,
+		PendingChanges: vm.Pending, Snapshot: snapshotAPI(&vm),
 	}
 	if out.Image == "" {
 		out.Image = vm.ImageID

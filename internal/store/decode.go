@@ -11,18 +11,20 @@ import (
 
 // VM states.
 const (
-	StateCreated  = "created"
-	StateStarting = "starting"
-	StateRunning  = "running"
-	StateStopping = "stopping"
-	StateStopped  = "stopped"
-	StateError    = "error"
+	StateCreated   = "created"
+	StateStarting  = "starting"
+	StateRunning   = "running"
+	StateStopping  = "stopping"
+	StateStopped   = "stopped"
+	StateError     = "error"
+	StatePaused    = "paused"
+	StateSuspended = "suspended"
 )
 
 // ValidState reports whether s is one of the VM states above.
 func ValidState(s string) bool {
 	switch s {
-	case StateCreated, StateStarting, StateRunning, StateStopping, StateStopped, StateError:
+	case StateCreated, StateStarting, StateRunning, StateStopping, StateStopped, StateError, StatePaused, StateSuspended:
 		return true
 	}
 	return false

@@ -134,7 +134,7 @@ func TestVMNotFoundAndInvalid(t *testing.T) {
 		err  error
 		want string
 	}{
-		{"SetState unknown", s.SetState(ctx, vm.ID, "paused", ""), `unknown state "paused"`},
+		{"SetState unknown", s.SetState(ctx, vm.ID, "hibernating", ""), `unknown state "hibernating"`},
 		{"UpdateVM unknown state", func() error { v := vm; v.State = "zombie"; return s.UpdateVM(ctx, &v) }(), `unknown state "zombie"`},
 		{"CreateVM bad id", func() error { v := newVM(img, "x"); v.ID = "XYZ"; return s.CreateVM(ctx, &v, lowestFree) }(), `id "XYZ"`},
 		{"CreateVM bad state", func() error { v := newVM(img, "x"); v.State = "zombie"; return s.CreateVM(ctx, &v, lowestFree) }(), `unknown state "zombie"`},
@@ -367,7 +367,7 @@ func TestDecodeFailures(t *testing.T) {
 		{"storage not an object", "storage", `storage = '["loop"]'`, "want a JSON object"},
 		{"storage trailing data", "storage", `storage = '{} {}'`, "trailing data"},
 		{"pending not an array", "pending", `pending = '{"a":1}'`, "invalid JSON"},
-		{"unknown state", "state", `state = 'paused'`, `unknown state "paused"`},
+		{"unknown state", "state", `state = 'hibernating'`, `unknown state "hibernating"`},
 		{"empty state", "state", `state = ''`, `unknown state ""`},
 		{"bad ip", "ip", `ip = '172.16.0.300'`, "172.16.0.300"},
 		{"empty ip", "ip", `ip = ''`, "ParseAddr"},

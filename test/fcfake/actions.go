@@ -62,14 +62,36 @@ func (v *vmm) markBooted() {
 			host = h
 		}
 	}
+	v.setGuest(host, newBootID(), now)
+}
+
+// markRestored moves a VM loaded from a snapshot to Running with the
+// guest it had: same hostname and boot id, its uptime continuing from
+// where the snapshot took it. Its agent answers at once (no boot delay).
+func (v *vmm) markRestored(g snapGuest) {
+	v.started = true
+	now := time.Now()
+	answered := now.Add(-v.sw.bootDelay)
+	v.bootedAt.Store(&answered)
+	v.setGuest(g.Hostname, g.BootID, now.Add(-time.Duration(g.UptimeS*float64(time.Second))))
+}
+
+func (v *vmm) setGuest(host, bootID string, bootTime time.Time) {
 	logins := v.sw.sshLogins
-	v.guest.Store(&guestInfo{hostname: host, handler: agent.Handler(agent.Options{
-		Version:  "fcfake-" + fcVersion,
+	v.guest.Store(&guestInfo{hostname: host, bootID: bootID, bootTime: bootTime, handler: agent.Handler(agent.Options{
+		Version:  "fcfake-" + v.version(),
 		Legacy:   v.sw.agentLegacy,
 		Hostname: host,
-		BootID:   newBootID(),
-		BootTime: now,
+		BootID:   bootID,
+		BootTime: bootTime,
 		Logins:   func() (int, error) { return logins, nil },
+		// The fake guest's clock is the host's: record the step, never
+		// set the host clock.
+		SetClock: func(t time.Time) error {
+			v.rec.write(event{Event: "set_clock", Reason: t.UTC().Format(time.RFC3339Nano)})
+			v.log.logf(levelInfo, "guest clock stepped to %s", t.UTC().Format(time.RFC3339Nano))
+			return nil
+		},
 	})})
 }
 

@@ -113,9 +113,9 @@ func (v *vmm) route(method, path string, body []byte) (any, error) {
 
 	switch method + " " + resource {
 	case "GET ":
-		return map[string]string{"id": v.args.id, "state": v.state(), "vmm_version": fcVersion, "app_name": "Firecracker"}, nil
+		return map[string]string{"id": v.args.id, "state": v.state(), "vmm_version": v.version(), "app_name": "Firecracker"}, nil
 	case "GET version":
-		return map[string]string{"firecracker_version": fcVersion}, nil
+		return map[string]string{"firecracker_version": v.version()}, nil
 	case "GET machine-config":
 		return v.machine, nil
 	case "GET vm":

@@ -22,6 +22,13 @@
 //	FCFAKE_AGENT_LEGACY=1            the agent answers as one from before protocol versioning (no exec)
 //	FCFAKE_BOOT_DELAY=<dur>          the agent answers only that long after InstanceStart
 //	FCFAKE_SSH_LOGINS=<n>            the SSH login count the guest's agent reports (0)
+//	FCFAKE_VERSION=<x.y.z>           the Firecracker version claimed (--version, GET /version, snapshots)
+//	FCFAKE_FAIL_SNAPSHOT_CREATE=1    PUT /snapshot/create fails with a 400 (the VM stays paused)
+//	FCFAKE_FAIL_SNAPSHOT_LOAD=1      PUT /snapshot/load fails, fatally (400, then exit 1)
+//	FCFAKE_SNAPSHOT_DELAY=<dur>      snapshot create and load take that long
+//
+// The guest's agent records a clock step (POST /v1/clock) as a "set_clock"
+// line in FCFAKE_RECORD; it never sets the host's clock.
 package main
 
 import (
@@ -173,8 +180,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "Arguments parsing error: %v\n\nFor more information try --help.\n", err)
 		os.Exit(exitArgParsing)
 	}
+	sw, err := switchesFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fcfake: %v\n", err)
+		os.Exit(exitGeneric)
+	}
 	if a.help || a.version {
-		fmt.Printf("Firecracker v%s\n", fcVersion)
+		v := fcVersion
+		if sw.version != "" {
+			v = sw.version
+		}
+		fmt.Printf("Firecracker v%s\n", v)
 		if a.help {
 			fmt.Println("\nfcfake: a fake Firecracker for banger's tests (see test/fcfake/main.go for its switches)")
 		}
@@ -187,11 +203,6 @@ func main() {
 	if !ok {
 		fmt.Fprintf(os.Stderr, "Invalid value for logger level: %s. Possible values: [Off, Error, Warning, Info, Debug, Trace]\n", a.level)
 		os.Exit(exitBadConfiguration)
-	}
-	sw, err := switchesFromEnv(os.Getenv)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "fcfake: %v\n", err)
-		os.Exit(exitGeneric)
 	}
 	rec, err := openRecorder(sw.record, a.id)
 	if err != nil {
@@ -210,7 +221,7 @@ func main() {
 		}
 		log.setFile(f)
 	}
-	log.logf(levelInfo, "Running Firecracker v%s", fcVersion)
+	log.logf(levelInfo, "Running Firecracker v%s", v.version())
 	if a.metricsPath != "" {
 		f, err := openLogPath(a.metricsPath)
 		if err != nil {
@@ -327,6 +338,11 @@ type switches struct {
 	agentLegacy      bool
 	bootDelay        time.Duration
 	sshLogins        int
+
+	version            string
+	failSnapshotCreate bool
+	failSnapshotLoad   bool
+	snapshotDelay      time.Duration
 }
 
 func switchesFromEnv(getenv func(string) string) (switches, error) {
@@ -378,5 +394,9 @@ func switchesFromEnv(getenv func(string) string) (switches, error) {
 	boolean("FCFAKE_AGENT_LEGACY", &sw.agentLegacy)
 	duration("FCFAKE_BOOT_DELAY", &sw.bootDelay)
 	integer("FCFAKE_SSH_LOGINS", 0, 1<<20, &sw.sshLogins)
+	sw.version = getenv("FCFAKE_VERSION")
+	boolean("FCFAKE_FAIL_SNAPSHOT_CREATE", &sw.failSnapshotCreate)
+	boolean("FCFAKE_FAIL_SNAPSHOT_LOAD", &sw.failSnapshotLoad)
+	duration("FCFAKE_SNAPSHOT_DELAY", &sw.snapshotDelay)
 	return sw, err
 }

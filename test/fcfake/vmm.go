@@ -114,7 +114,17 @@ type vmm struct {
 // guestInfo is the simulated guest: its name and the agent that answers.
 type guestInfo struct {
 	hostname string
+	bootID   string
+	bootTime time.Time
 	handler  http.Handler
+}
+
+// version is the Firecracker version the fake claims (FCFAKE_VERSION).
+func (v *vmm) version() string {
+	if v.sw.version != "" {
+		return v.sw.version
+	}
+	return fcVersion
 }
 
 func newVMM(a args, sw switches, log *fcLogger, rec *recorder, console io.Writer) *vmm {
