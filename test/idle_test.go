@@ -4,8 +4,13 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"banger/internal/api"
 )
@@ -105,4 +110,113 @@ func TestBalloonOff(t *testing.T) {
 	}
 	e.ok("vm", "delete", "nob")
 	e.assertClean()
+}
+
+// waitState polls vm show until the VM is in state, for up to 30 s (the
+// idle loop runs every 1.5 s with idle_after = 2s; CI is slow).
+func (e *env) waitState(name, state string) api.VM {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v := e.vm(name)
+		if v.State == state {
+			return v
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("vm %s still %s after 30s, want %s\ndaemon log:\n%s", name, v.State, state, e.daemonLogTail())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// digWait asks the daemon's DNS server (inside the namespace) for name's A
+// record, waiting up to 10 s for the answer, and returns the addresses and
+// how long the answer took.
+func (e *env) digWait(name string) ([]string, time.Duration) {
+	e.t.Helper()
+	t0 := time.Now()
+	out, err := exec.Command("ip", "netns", "exec", e.ns, "dig", "+tries=1", "+time=10", "+norecurse", "+short", "@127.0.0.1", "-p", "42069", name, "A").CombinedOutput()
+	took := time.Since(t0)
+	if err != nil {
+		e.t.Fatalf("dig %s: %v\n%s", name, err, out)
+	}
+	return strings.Fields(string(out)), took
+}
+
+// daemonLogCount counts daemon log lines containing s.
+func (e *env) daemonLogCount(s string) int {
+	b, _ := os.ReadFile(filepath.Join(e.state, "bangerd.log"))
+	return strings.Count(string(b), s)
+}
+
+// TestIdleSuspendAndWake: with idle_after = "2s" (idle_action defaults to
+// suspend) and the stand-in agent reporting no SSH logins, a VM is
+// suspended once idle, its name stays resolvable, and it is woken by
+// `vm exec`, by a DNS query for NAME.vm (answered with its address once
+// it runs again) and by `vm ssh` (stand-in ssh), each time going back to
+// sleep when left idle.
+func TestIdleSuspendAndWake(t *testing.T) {
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Skip("needs dig (Debian package bind9-dnsutils)")
+	}
+	s := newSSHEnv(t, "8s")
+	cfgPath := filepath.Join(s.dir, "config.toml")
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, `idle_after = "2s"`)
+	f.Close()
+	s.extra = append(s.extra, "FCFAKE_SSH_LOGINS=0")
+	s.base = append(s.base, "FCFAKE_SSH_LOGINS=0")
+	s.registerImage()
+	s.ok("vm", "create", "idle")
+	ip := s.vm("idle").IP
+
+	// Idle: suspended, with the reason.
+	v := s.waitState("idle", api.StateSuspended)
+	if !strings.Contains(v.StopReason, "idle_after") {
+		t.Errorf("stop reason %q, want it to name idle_after", v.StopReason)
+	}
+
+	// vm exec wakes it and runs the command.
+	out, errOut, code := s.bangerIO(nil, "vm", "exec", "idle", "--", "sh", "-c", "echo awake")
+	if code != 0 || strings.TrimSpace(string(out)) != "awake" {
+		t.Fatalf("vm exec on a suspended vm: exit %d stdout %q stderr %q\n%s", code, out, errOut, s.daemonLogTail())
+	}
+	if n := s.daemonLogCount("woke vm for use"); n != 1 {
+		t.Errorf("%d wakes logged after vm exec, want 1", n)
+	}
+
+	// Asleep again; a DNS query wakes it and answers its address.
+	s.waitState("idle", api.StateSuspended)
+	addrs, took := s.digWait("idle.vm")
+	if len(addrs) != 1 || addrs[0] != ip {
+		t.Fatalf("dig idle.vm while suspended = %v, want [%s]\n%s", addrs, ip, s.daemonLogTail())
+	}
+	if n := s.daemonLogCount("woke vm for a dns query"); n != 1 {
+		t.Fatalf("%d dns wakes logged, want 1\n%s", n, s.daemonLogTail())
+	}
+	t.Logf("dns answer for a suspended vm took %s (dig process included)", took.Round(time.Millisecond))
+
+	// Asleep again; vm ssh wakes it, then runs ssh.
+	s.waitState("idle", api.StateSuspended)
+	_, errOut, code, runs := s.sshRun("0", "idle", "--", "true")
+	if code != 0 || len(runs) != 1 || !strings.Contains(errOut, "woke idle (it was suspended)") {
+		t.Fatalf("vm ssh on a suspended vm: exit %d, %d ssh runs, stderr %q\n%s", code, len(runs), errOut, s.daemonLogTail())
+	}
+	if last := runs[0][len(runs[0])-2]; last != "root@"+ip {
+		t.Errorf("ssh destination %q, want root@%s (argv %v)", last, ip, runs[0])
+	}
+
+	// The numbers docs/design.md quotes: how long each wake took inside
+	// the daemon.
+	b, _ := os.ReadFile(filepath.Join(s.state, "bangerd.log"))
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "woke vm for") || strings.Contains(line, "suspending idle vm") {
+			t.Log(line)
+		}
+	}
+	s.ok("vm", "delete", "idle")
+	s.assertClean()
 }
