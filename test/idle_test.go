@@ -220,3 +220,47 @@ func TestIdleSuspendAndWake(t *testing.T) {
 	s.ok("vm", "delete", "idle")
 	s.assertClean()
 }
+
+// TestBalloonOlderFirecracker: a Firecracker older than 1.14 (fcfake
+// claiming 1.13.0, which then refuses free_page_reporting like the real
+// one) gets no balloon under "auto", and under "on" one without free page
+// reporting whose statistics vm stats still shows.
+func TestBalloonOlderFirecracker(t *testing.T) {
+	e := newEnv(t, "")
+	e.extra = []string{"FCFAKE_VERSION=1.13.0"}
+	e.registerImage()
+	e.ok("vm", "create", "old")
+	for _, ev := range e.records() {
+		if ev.Event == "request" && strings.HasPrefix(ev.Path, "/balloon") {
+			t.Fatalf("balloon = auto on Firecracker 1.13: fcfake saw %s %s", ev.Method, ev.Path)
+		}
+	}
+	e.ok("vm", "delete", "old")
+	e.ok("daemon", "stop")
+
+	f, err := os.OpenFile(filepath.Join(e.dir, "config.toml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, `balloon = "on"`)
+	f.Close()
+	e.ok("vm", "create", "old2")
+	var body string
+	for _, ev := range e.records() {
+		if ev.Event == "request" && ev.Method == "PUT" && ev.Path == "/balloon" {
+			body = string(ev.Body)
+		}
+	}
+	if body == "" || strings.Contains(body, "free_page") {
+		t.Fatalf("balloon = on on Firecracker 1.13: PUT /balloon body %q, want one without free page fields", body)
+	}
+	var st api.StatsList
+	if err := json.Unmarshal([]byte(e.ok("vm", "stats", "old2", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Stats) != 1 || st.Stats[0].Balloon == nil {
+		t.Fatalf("vm stats --json: %+v, want balloon statistics", st)
+	}
+	e.ok("vm", "delete", "old2")
+	e.assertClean()
+}

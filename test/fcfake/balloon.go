@@ -1,6 +1,10 @@
 package main
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // The balloon device (firecracker-api-v1.16.1.yaml /balloon, docs/ballooning.md).
 // Installed before boot only; statistics exist only when a polling interval
@@ -67,6 +71,15 @@ func (v *vmm) putBalloon(body []byte) error {
 	var b balloonBody
 	if err := decodeBody(body, &b); err != nil {
 		return err
+	}
+	// Free page hinting and reporting came with Firecracker 1.14; an older
+	// one's parser does not know the fields.
+	if !v.hasFreePageReporting() {
+		for name, set := range map[string]bool{"free_page_hinting": b.FreePageHinting != nil, "free_page_reporting": b.FreePageReporting != nil} {
+			if set {
+				return fault("unknown field `%s`, expected one of `amount_mib`, `deflate_on_oom`, `stats_polling_interval_s`", name)
+			}
+		}
 	}
 	if v.started {
 		return fault(errAfterStart)
@@ -172,4 +185,19 @@ func (v *vmm) balloonStats() (*balloonStatsBody, error) {
 		MajorFaults: 200, MinorFaults: 50000 + uint64(up.Seconds())*100,
 		FreeMemory: free, TotalMemory: total, AvailableMemory: free + caches, DiskCaches: caches,
 	}, nil
+}
+
+// hasFreePageReporting reports whether the claimed version is 1.14 or
+// newer.
+func (v *vmm) hasFreePageReporting() bool {
+	parts := strings.SplitN(strings.TrimPrefix(v.version(), "v"), ".", 3)
+	if len(parts) < 2 {
+		return true
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(strings.SplitN(parts[1], "-", 2)[0])
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return major > 1 || major == 1 && minor >= 14
 }

@@ -56,3 +56,10 @@ func TestNoBalloonAfterBoot(t *testing.T) {
 	p.fault("GET", "/balloon/statistics", "", errNoBalloon)
 	p.fault("PATCH", "/balloon", `{"amount_mib":1}`, errNoBalloon)
 }
+
+func TestBalloonFieldsOfOlderFirecracker(t *testing.T) {
+	p := startFC(t, fcOpts{env: []string{"FCFAKE_VERSION=1.13.0"}})
+	p.fault("PUT", "/balloon", `{"amount_mib":0,"deflate_on_oom":true,"free_page_reporting":true}`, "unknown field `free_page_reporting`")
+	p.fault("PUT", "/balloon", `{"amount_mib":0,"deflate_on_oom":true,"free_page_hinting":false}`, "unknown field `free_page_hinting`")
+	p.ok("PUT", "/balloon", `{"amount_mib":0,"deflate_on_oom":true,"stats_polling_interval_s":1}`)
+}
