@@ -264,3 +264,33 @@ func TestBalloonOlderFirecracker(t *testing.T) {
 	e.ok("vm", "delete", "old2")
 	e.assertClean()
 }
+
+// TestDNSWakesUserSuspendAndPause: without idle_after, a VM suspended or
+// paused by hand keeps its name, and a DNS query brings it back running.
+func TestDNSWakesUserSuspendAndPause(t *testing.T) {
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Skip("needs dig (Debian package bind9-dnsutils)")
+	}
+	e := newEnv(t, "")
+	e.registerImage()
+	e.ok("vm", "create", "w")
+	ip := e.vm("w").IP
+	for i, sleep := range []string{"suspend", "pause"} {
+		e.ok("vm", sleep, "w")
+		want := map[string]string{"suspend": api.StateSuspended, "pause": api.StatePaused}[sleep]
+		if st := e.vm("w").State; st != want {
+			t.Fatalf("after vm %s: %s", sleep, st)
+		}
+		addrs, took := e.digWait("w.vm")
+		if len(addrs) != 1 || addrs[0] != ip {
+			t.Fatalf("dig w.vm after vm %s = %v, want [%s]\n%s", sleep, addrs, ip, e.daemonLogTail())
+		}
+		e.waitState("w", api.StateRunning)
+		if n := e.daemonLogCount("woke vm for a dns query"); n != i+1 {
+			t.Fatalf("%d dns wakes logged after vm %s, want %d\n%s", n, sleep, i+1, e.daemonLogTail())
+		}
+		t.Logf("dns answer for a vm after vm %s took %s (dig process included)", sleep, took.Round(time.Millisecond))
+	}
+	e.ok("vm", "delete", "w")
+	e.assertClean()
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"banger/internal/api"
@@ -108,7 +109,7 @@ func (d *Daemon) suspendIdle(ctx context.Context, v store.VM, idle time.Duration
 		d.log.Warn("suspending idle vm", "vm", v.Name, "err", err)
 		return
 	}
-	d.publishAsleep(ctx, v.ID)
+	d.publishAsleep(ctx, v.ID) // watchSleepers does too; this one cannot be dropped
 }
 
 // sleeping reports whether a VM in state is one that wake brings back
@@ -200,3 +201,33 @@ func (d *Daemon) wakeRef(ctx context.Context, method string, raw json.RawMessage
 // (glibc, systemd-resolved) waits before it retries or gives up, and well
 // above a resume (see docs/design.md, Idle).
 const dnsWakeWait = 3 * time.Second
+
+// watchSleepers keeps the names of VMs that fall asleep published: a
+// suspend tears the VM's host side down (its DNS name included) and a
+// pause leaves the name awake, so on every state event saying suspended
+// or paused the name is published again, marked asleep, for a query to
+// wake it. (Events can be dropped under load; rebuildDNS catches up.)
+func (d *Daemon) watchSleepers(ctx context.Context, wg *sync.WaitGroup) {
+	if d.net.records == nil {
+		return
+	}
+	ch, cancel := d.events.subscribe()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer cancel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-ch:
+				if !ok {
+					return
+				}
+				if ev.Kind == api.EventVMState && ev.VM != nil && sleeping(ev.VM.State) {
+					d.publishAsleep(context.WithoutCancel(ctx), ev.VMID)
+				}
+			}
+		}
+	}()
+}

@@ -243,6 +243,7 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	d.runTapPool(ctx, wg)
 	every(d.cfg.ReconcileInterval, d.reconcile)
 	every(d.cfg.StatsPollInterval, d.sampleStats)
+	d.watchSleepers(ctx, wg)
 	if action, window := d.cfg.Idle(); action != config.IdleNone {
 		every(idleEvery(window), d.idleCheck)
 	}
