@@ -13,9 +13,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"banger/internal/api"
+	"banger/internal/client"
 	"banger/internal/store"
 )
 
@@ -160,4 +163,131 @@ func BenchmarkDaemonStatus(b *testing.B) {
 		b.Fatalf("daemon start: %v: %s", err, out)
 	}
 	timeRuns(b, c.daemonPID(b), func() *exec.Cmd { return c.cmd("daemon", "status") })
+}
+
+// BenchmarkResumeSuspended times vm.start of a suspended VM until its
+// agent is healthy (snapshot identity checked, Firecracker launched, tap
+// and storage back, snapshot loaded, agent answering, clock stepped), over
+// the daemon socket, against fcfake: with fcfake's load taking next to no
+// time, this is the daemon's overhead. The suspend between runs is not
+// timed. Run: go test -tags system -run '^$' -bench ResumeSuspended -benchtime 20x ./test/
+func BenchmarkResumeSuspended(b *testing.B) {
+	e := newEnv(b, "")
+	e.registerImage()
+	e.ok("vm", "create", "r1")
+	cl := client.New(filepath.Join(e.dir, "r", "banger", "bangerd.sock"))
+	ctx := context.Background()
+	pid := e.daemonPID()
+	// Where the time goes: the gap before each progress stage.
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	evs, _, err := cl.Events(ectx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stages := map[string][]time.Duration{}
+	var smu sync.Mutex
+	go func() {
+		last := 0.0
+		for ev := range evs {
+			if ev.Kind != api.EventVMProgress {
+				continue
+			}
+			smu.Lock()
+			if ev.Elapsed < last {
+				last = 0
+			}
+			stages[ev.Stage] = append(stages[ev.Stage], time.Duration((ev.Elapsed-last)*float64(time.Second)))
+			last = ev.Elapsed
+			smu.Unlock()
+		}
+	}()
+	defer func() {
+		smu.Lock()
+		defer smu.Unlock()
+		for k, v := range stages {
+			sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+			b.ReportMetric(float64(v[len(v)/2].Microseconds())/1000, k+"-ms")
+		}
+	}()
+	var ds []time.Duration
+	var cpu time.Duration
+	for i := 0; i < b.N; i++ {
+		if err := cl.Call(ctx, api.MethodVMSuspend, api.VMRef{Ref: "r1"}, nil); err != nil {
+			b.Fatal(err)
+		}
+		c0 := procCPU(pid)
+		t0 := time.Now()
+		var res api.VMResult
+		if err := cl.Call(ctx, api.MethodVMStart, api.VMStartParams{Ref: "r1"}, &res); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(t0))
+		cpu += procCPU(pid) - c0
+		if res.Health == nil || !res.Health.Healthy || res.VM.State != api.StateRunning {
+			b.Fatalf("restore %d: %+v %s", i, res.Health, res.VM.State)
+		}
+	}
+	b.StopTimer()
+	// fcfake's own time for each load (request to response), subtracted
+	// from each restore: the rest is the daemon's overhead.
+	var loads []time.Duration
+	var reqAt time.Time
+	for _, ev := range e.records() {
+		if ev.Path != "/snapshot/load" {
+			continue
+		}
+		if ev.Event == "request" {
+			reqAt = ev.T
+		} else if ev.Event == "response" && !reqAt.IsZero() {
+			loads = append(loads, ev.T.Sub(reqAt))
+		}
+	}
+	if len(loads) != len(ds) {
+		b.Fatalf("%d loads recorded for %d restores", len(loads), len(ds))
+	}
+	over := make([]time.Duration, len(ds))
+	for i := range ds {
+		over[i] = ds[i] - loads[i]
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	sort.Slice(over, func(i, j int) bool { return over[i] < over[j] })
+	sort.Slice(loads, func(i, j int) bool { return loads[i] < loads[j] })
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(ds[(len(ds)-1)*95/100].Microseconds())/1000, "p95-ms")
+	b.ReportMetric(float64(loads[len(loads)/2].Microseconds())/1000, "fcfake-load-median-ms")
+	b.ReportMetric(float64(over[len(over)/2].Microseconds())/1000, "overhead-median-ms")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "daemon-cpu-ms")
+	e.ok("vm", "delete", "r1")
+}
+
+// BenchmarkSuspendedSnapshotBytes1GiB suspends a 1 GiB guest (fcfake
+// writes the whole memory file, as Firecracker does) and reports what the
+// snapshot takes on disk after banger punched out the zero pages.
+// Run: go test -tags system -run '^$' -bench SuspendedSnapshotBytes -benchtime 3x ./test/
+func BenchmarkSuspendedSnapshotBytes1GiB(b *testing.B) {
+	e := newEnv(b, "")
+	e.registerImage()
+	e.ok("vm", "create", "big", "--memory", "1G")
+	var bytes, mem int64
+	var ds []time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		e.ok("vm", "suspend", "big")
+		ds = append(ds, time.Since(t0))
+		vm := e.vm("big")
+		if vm.Snapshot == nil {
+			b.Fatalf("suspended vm has no snapshot: %+v", vm)
+		}
+		bytes, mem = vm.Snapshot.DiskBytes, vm.Snapshot.MemoryBytes
+		b.StopTimer()
+		e.ok("vm", "start", "big")
+		b.StartTimer()
+	}
+	b.StopTimer()
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	b.ReportMetric(float64(bytes), "snapshot-bytes-on-disk")
+	b.ReportMetric(float64(mem), "guest-memory-bytes")
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "suspend-median-ms")
+	e.ok("vm", "delete", "big")
 }

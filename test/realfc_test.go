@@ -108,6 +108,37 @@ func TestRealFirecracker(t *testing.T) {
 	}
 
 	e.banger("vm", "start", "r1") // unhealthy again: exit 1, running
+
+	// Suspend to a real snapshot and restore it. Firecracker writes the
+	// whole guest memory; banger keeps only the pages that are not zero.
+	v = e.vm("r1")
+	e.ok("vm", "suspend", "r1")
+	sv := e.vm("r1")
+	if sv.State != api.StateSuspended || sv.Snapshot == nil || alive(v.PID) {
+		t.Fatalf("after suspend: %s %+v (old pid alive %v)", sv.State, sv.Snapshot, alive(v.PID))
+	}
+	if sv.Snapshot.MemoryBytes != int64(sv.MemoryMiB)<<20 || sv.Snapshot.DiskBytes >= sv.Snapshot.MemoryBytes/4 {
+		t.Fatalf("snapshot of a %d MiB guest: %+v, want a sparse memory file", sv.MemoryMiB, sv.Snapshot)
+	}
+	t.Logf("real Firecracker snapshot of a %d MiB guest: %d bytes on disk (firecracker v%s)", sv.MemoryMiB, sv.Snapshot.DiskBytes, sv.Snapshot.Firecracker)
+	if b, err := os.ReadFile(filepath.Join(e.state, "bangerd.log")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "snapshot written") {
+				t.Logf("daemon: %s", l) // the memory file's allocation before and after the holes
+			}
+		}
+	}
+	_, errOut, code = e.banger("vm", "start", "r1") // restored; the tiny guest has no agent: unhealthy, exit 1
+	rv := e.vm("r1")
+	if code != 1 || rv.State != api.StateRunning || rv.PID <= 0 || rv.PID == v.PID {
+		t.Fatalf("restore: exit %d %s, state %s pid %d (before %d)\n%s", code, errOut, rv.State, rv.PID, v.PID, e.daemonLogTail())
+	}
+	if fcl, _ := os.ReadFile(filepath.Join(rv.Dir, "firecracker.log")); !strings.Contains(string(fcl), "snapshot") {
+		t.Fatalf("firecracker's log does not mention the snapshot load:\n%s", fcl)
+	}
+	if f := snapshotFiles(rv); len(f) != 0 {
+		t.Fatalf("snapshot files left after restore: %v", f)
+	}
 	e.ok("vm", "kill", "r1")
 	if got := e.vm("r1"); got.State != api.StateStopped || !strings.Contains(got.StopReason, "SIGKILL") {
 		t.Fatalf("after kill: %s (%s)", got.State, got.StopReason)

@@ -22,11 +22,12 @@ import (
 // current network namespace) against the fake Firecracker. It must run in
 // a throwaway namespace: `make bench` wraps it in `ip netns exec`.
 type benchEnv struct {
+	d    *Daemon
 	cl   *client.Client
 	stop func()
 }
 
-func newBenchEnv(b *testing.B) *benchEnv {
+func newBenchEnv(b testing.TB) *benchEnv {
 	b.Helper()
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: creates a bridge and taps")
@@ -94,7 +95,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	if err := cl.Call(context.Background(), api.MethodImageRegister, api.ImageRegisterParams{Name: "debian", RootfsPath: img}, nil); err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{cl: cl, stop: td.stop}
+	return &benchEnv{d: td.d, cl: cl, stop: td.stop}
 }
 
 func (e *benchEnv) create(name string) (time.Duration, error) {

@@ -65,6 +65,7 @@ func (f *fakeHost) NATAdd(_ context.Context, a netip.Addr) error    { f.nat[a] =
 func (f *fakeHost) NATRemove(_ context.Context, a netip.Addr) error { delete(f.nat, a); return nil }
 
 type testDaemon struct {
+	d      *Daemon
 	paths  config.Paths
 	cl     *client.Client
 	cancel context.CancelFunc
@@ -120,7 +121,7 @@ func runTestDaemon(t testing.TB, loaded *config.Loaded, host Host) *testDaemon {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{paths: loaded.Paths, cl: client.New(loaded.Paths.Socket), cancel: cancel, done: make(chan error, 1)}
+	td := &testDaemon{d: d, paths: loaded.Paths, cl: client.New(loaded.Paths.Socket), cancel: cancel, done: make(chan error, 1)}
 	go func() { td.done <- d.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

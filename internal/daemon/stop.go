@@ -301,6 +301,15 @@ func (d *Daemon) rpcKill(ctx context.Context, raw json.RawMessage) (any, error) 
 	defer unlock()
 	res := api.VMResult{}
 	pid := livePID(&vm)
+	if pid == 0 && vm.State == api.StateSuspended {
+		n, err := d.discardSnapshotLocked(ctx, &vm, "snapshot discarded by vm kill")
+		if err != nil {
+			return nil, err
+		}
+		res.Notices = append(res.Notices, vm.Name+" had no running process (it was suspended)", n)
+		res.VM = d.toAPI(ctx, vm)
+		return res, nil
+	}
 	if pid == 0 {
 		res.Notices = append(res.Notices, vm.Name+" had no running process")
 		if err := d.finishStop(ctx, &vm, vm.StopReason); err != nil {

@@ -401,27 +401,23 @@ func (d *Daemon) loadSnapshot(ctx context.Context, fc *firecracker.Client, vm *s
 }
 
 // stepClock sets the restored guest's clock to the host's: its clock stood
-// still while it was suspended. An agent older than protocol 2 cannot; that
-// is logged and the restore goes on.
+// still while it was suspended. An agent older than protocol 2 cannot (its
+// answer is a 404; /healthz then tells its protocol): that is logged and the
+// restore goes on.
 func (d *Daemon) stepClock(ctx context.Context, vm *store.VM) {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	cl := agentClient(vm)
-	hz, _, err := cl.Health(cctx)
-	if err != nil {
-		d.log.Warn("not stepping the restored guest's clock: agent unreachable", "vm", vm.Name, "err", err)
+	behind, err := cl.SetClock(cctx, time.Now())
+	if err == nil {
+		d.log.Info("stepped the restored guest's clock", "vm", vm.Name, "behind", behind.Round(time.Millisecond))
 		return
 	}
-	if hz.Protocol < agent.ProtocolClock {
+	if hz, _, herr := cl.Health(cctx); herr == nil && hz.Protocol < agent.ProtocolClock {
 		d.log.Info("not stepping the restored guest's clock: "+oldAgentMessage(d.toAPI(ctx, *vm).Image, "clock step"), "vm", vm.Name, "protocol", hz.Protocol)
 		return
 	}
-	behind, err := cl.SetClock(cctx, time.Now())
-	if err != nil {
-		d.log.Warn("stepping the restored guest's clock", "vm", vm.Name, "err", err)
-		return
-	}
-	d.log.Info("stepped the restored guest's clock", "vm", vm.Name, "behind", behind.Round(time.Millisecond))
+	d.log.Warn("stepping the restored guest's clock", "vm", vm.Name, "err", err)
 }
 
 // discardSnapshotLocked drops a suspended VM's snapshot: the VM becomes

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -114,18 +115,39 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// removeSnapshot removes the snapshot's files, identity first.
+// removeSnapshot removes the snapshot: the identity at once (durably),
+// the state and memory files renamed aside and unlinked in the background
+// (unlinking a memory file of many extents takes hundreds of ms, which a
+// restore should not wait for). Leftovers of an earlier removal cut short
+// go too.
 func removeSnapshot(vm *store.VM) error {
 	var errs []error
-	for _, p := range []string{snapInfoPath(vm), snapInfoPath(vm) + ".tmp", snapMemPath(vm), snapStatePath(vm)} {
+	for _, p := range []string{snapInfoPath(vm), snapInfoPath(vm) + ".tmp"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	suffix := fmt.Sprintf(".discard-%d", time.Now().UnixNano())
+	for _, p := range []string{snapMemPath(vm), snapStatePath(vm)} {
+		if err := os.Rename(p, p+suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("removing the snapshot of vm %s: %w", vm.Name, err)
 	}
-	return syncDir(vm.Dir)
+	if err := syncDir(vm.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing the snapshot of vm %s: %w", vm.Name, err)
+	}
+	discarded, _ := filepath.Glob(filepath.Join(vm.Dir, "snapshot.*.discard-*"))
+	if len(discarded) > 0 {
+		go func() {
+			for _, p := range discarded {
+				_ = os.Remove(p)
+			}
+		}()
+	}
+	return nil
 }
 
 // snapshotDiskBytes is what the snapshot's files take on disk.
@@ -228,20 +250,9 @@ func punchZeroPages(path string) (int64, error) {
 	return allocatedBytes(path), nil
 }
 
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
+var zeroBlock [4096]byte
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
 
 // fileHashes caches sha256 of kernels and initrds by path, size and mtime,
 // so a restore does not re-read them.

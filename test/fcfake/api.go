@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -80,6 +81,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		b = []byte(`{"fault_message":"encoding the response failed"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
+	// A length, not chunks: a fatal fault's answer is flushed whole before
+	// the process exits, as Firecracker's is.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
