@@ -287,6 +287,26 @@ type Stats struct {
 	CPUPercent float64   `json:"cpu_percent"`
 	RSSBytes   int64     `json:"rss_bytes"`
 	SampledAt  time.Time `json:"sampled_at,omitzero"`
+	// Balloon is the guest's memory as its balloon driver reports it;
+	// absent when the VM has no balloon (balloon = "off", or a Firecracker
+	// without free page reporting under "auto") or is not running.
+	Balloon *BalloonStats `json:"balloon,omitempty"`
+}
+
+// BalloonStats are a VM's balloon statistics (Firecracker's
+// /balloon/statistics): the balloon's size and the guest's memory figures.
+type BalloonStats struct {
+	TargetMiB      int64 `json:"target_mib"`
+	ActualMiB      int64 `json:"actual_mib"`
+	TotalBytes     int64 `json:"total_bytes,omitempty"`
+	FreeBytes      int64 `json:"free_bytes,omitempty"`
+	AvailableBytes int64 `json:"available_bytes,omitempty"`
+	CachesBytes    int64 `json:"caches_bytes,omitempty"`
+	SwapInBytes    int64 `json:"swap_in_bytes,omitempty"`
+	SwapOutBytes   int64 `json:"swap_out_bytes,omitempty"`
+	MajorFaults    int64 `json:"major_faults,omitempty"`
+	MinorFaults    int64 `json:"minor_faults,omitempty"`
+	OOMKills       int64 `json:"oom_kills,omitempty"`
 }
 
 // StatsList is vm.stats's result.

@@ -33,7 +33,8 @@ func (a *app) vmSSHCmd() *cobra.Command {
 		Short: "Open a root shell in a VM, or run one command there",
 		Long: `Runs the system ssh as root@<guest-ip> with the runtime bundle's key and banger's own
 known_hosts file. With a command after --, runs it and exits with its exit code (255 means ssh
-itself failed). Right after a VM starts, connection failures are retried until boot_deadline.
+itself failed). A suspended or paused VM is woken first. Right after a VM starts, connection
+failures are retried until boot_deadline.
 After an interactive login ends, one line on stderr reminds you when the VM is still running.`,
 		Example: `  banger vm ssh dev
   banger vm ssh --start dev

@@ -53,7 +53,15 @@ func (s *sshSession) connect(ctx context.Context, ref string, command []string) 
 	}
 
 	var retryUntil time.Time
+	touched := false
 	switch vm.State {
+	case api.StateSuspended, api.StatePaused:
+		// vm.touch wakes a sleeping VM and answers once its agent is up.
+		if vm, err = s.wake(ctx, vm); err != nil {
+			return 0, err
+		}
+		touched = true
+		retryUntil = s.now().Add(s.bootDeadline)
 	case api.StateRunning:
 		if !vm.StartedAt.IsZero() {
 			if until := vm.StartedAt.Add(s.bootDeadline); s.now().Before(until) {
@@ -85,8 +93,10 @@ func (s *sshSession) connect(ctx context.Context, ref string, command []string) 
 		return 0, failf("%s has no IP address recorded; see `banger vm show %s`", vm.Name, vm.Name)
 	}
 
-	if err := s.daemon.Call(ctx, api.MethodVMTouch, api.VMRef{Ref: vm.ID}, &api.VM{}); err != nil {
-		fmt.Fprintf(s.stderr, "banger: warning: recording last use of %s: %s\n", vm.Name, errMessage(err))
+	if !touched {
+		if err := s.daemon.Call(ctx, api.MethodVMTouch, api.VMRef{Ref: vm.ID}, &api.VM{}); err != nil {
+			fmt.Fprintf(s.stderr, "banger: warning: recording last use of %s: %s\n", vm.Name, errMessage(err))
+		}
 	}
 
 	code, err := s.runWithRetry(ctx, vm.Name, sshArgs(s.key, s.knownHosts, vm.IP, command), retryUntil)
@@ -117,6 +127,26 @@ func (s *sshSession) start(ctx context.Context, vm api.VM) (api.VM, error) {
 		fmt.Fprintf(s.stderr, "banger: started %s\n", vm.Name)
 	}
 	return res.VM, nil
+}
+
+// wake resumes a suspended or paused VM (through vm.touch, which wakes it
+// first) and returns it as the daemon reports it afterwards.
+func (s *sshSession) wake(ctx context.Context, vm api.VM) (api.VM, error) {
+	stop := func() {}
+	if s.progress != nil {
+		stop = s.progress(ctx, vm.Name)
+	}
+	var woken api.VM
+	err := s.daemon.Call(ctx, api.MethodVMTouch, api.VMRef{Ref: vm.ID}, &woken)
+	stop()
+	if err != nil {
+		return api.VM{}, fmt.Errorf("waking %s: %w", vm.Name, err)
+	}
+	if woken.State != api.StateRunning {
+		return api.VM{}, failf("%s is %s after waking it; see `banger vm show %s`", vm.Name, woken.State, vm.Name)
+	}
+	fmt.Fprintf(s.stderr, "banger: woke %s (it was %s)\n", vm.Name, vm.State)
+	return woken, nil
 }
 
 // runWithRetry runs ssh; while it fails to connect (exit 255) and the boot

@@ -70,6 +70,14 @@ func (f *fakeDaemon) Call(ctx context.Context, method string, params, out any) e
 		out.(*api.VMList).VMs = append([]api.VM(nil), f.vms...)
 		return nil
 	case api.MethodVMTouch:
+		// The daemon wakes a sleeping VM before recording the use.
+		vm := f.find(ref)
+		if vm.State == api.StateSuspended || vm.State == api.StatePaused {
+			vm.State, vm.StartedAt = api.StateRunning, f.now()
+		}
+		if o, ok := out.(*api.VM); ok {
+			*o = *vm
+		}
 		return nil
 	case api.MethodVMStart:
 		vm := f.find(ref)
@@ -164,6 +172,22 @@ func TestSSHSession(t *testing.T) {
 		}
 		if r.stderr != reminder {
 			t.Fatalf("stderr %q, want %q", r.stderr, reminder)
+		}
+	})
+	t.Run("a suspended or paused vm is woken through vm.touch first", func(t *testing.T) {
+		for _, state := range []string{api.StateSuspended, api.StatePaused} {
+			vm := running
+			vm.State = state
+			r := runSSHCase(t, sshCase{vm: vm, startedAt: time.Hour, codes: []int{0}, cmd: []string{"true"}})
+			if r.err != nil || r.code != 0 {
+				t.Fatalf("%s: code %d err %v", state, r.code, r.err)
+			}
+			if got := strings.Join(r.journal, " "); got != "vm.list vm.touch ssh" {
+				t.Fatalf("%s: calls %q (one touch, which wakes)", state, got)
+			}
+			if want := "banger: woke dev (it was " + state + ")\n"; r.stderr != want {
+				t.Fatalf("%s: stderr %q, want %q", state, r.stderr, want)
+			}
 		}
 	})
 	t.Run("reminder says unhealthy with the reason", func(t *testing.T) {

@@ -27,7 +27,7 @@ func (a *app) vmStatsCmd() *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:     "stats [VM...]",
-		Short:   "Show CPU and memory use of VMs' Firecracker processes",
+		Short:   "Show CPU and memory use of VMs' Firecracker processes and their guests' balloon statistics",
 		Example: "  banger vm stats\n  banger vm stats dev --json",
 		RunE: func(c *cobra.Command, refs []string) error {
 			cl, err := a.client(c.Context())
@@ -64,7 +64,7 @@ func (a *app) vmStatsCmd() *cobra.Command {
 				}
 			} else {
 				t := newTable(a.stdout)
-				t.row("NAME", "STATE", "PID", "CPU%", "RSS")
+				t.row("NAME", "STATE", "PID", "CPU%", "RSS", "GUEST AVAIL", "BALLOON")
 				for _, s := range st.Stats {
 					pid, cpu, rss := "-", "-", "-"
 					if s.PID > 0 {
@@ -72,7 +72,8 @@ func (a *app) vmStatsCmd() *cobra.Command {
 						cpu = fmt.Sprintf("%.1f", s.CPUPercent)
 						rss = config.FormatSize(s.RSSBytes)
 					}
-					t.row(s.Name, s.State, pid, cpu, rss)
+					avail, balloon := balloonColumns(s.Balloon)
+					t.row(s.Name, s.State, pid, cpu, rss, avail, balloon)
 				}
 				t.flush()
 			}
@@ -84,6 +85,24 @@ func (a *app) vmStatsCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// balloonColumns renders a VM's balloon statistics for `vm stats`: the
+// guest's available memory of its total, and the balloon's actual size
+// (of its target when they differ); "-" without a balloon.
+func balloonColumns(b *api.BalloonStats) (avail, balloon string) {
+	if b == nil {
+		return "-", "-"
+	}
+	avail = "-"
+	if b.TotalBytes > 0 {
+		avail = config.FormatSize(b.AvailableBytes) + " / " + config.FormatSize(b.TotalBytes)
+	}
+	balloon = fmt.Sprintf("%d MiB", b.ActualMiB)
+	if b.ActualMiB != b.TargetMiB {
+		balloon = fmt.Sprintf("%d of %d MiB", b.ActualMiB, b.TargetMiB)
+	}
+	return avail, balloon
 }
 
 func (a *app) vmHealthCmd() *cobra.Command {

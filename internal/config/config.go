@@ -29,7 +29,10 @@ type Config struct {
 	DNSListenAddr         netip.AddrPort // dns_listen_addr
 	StorageDriver         string         // storage_driver: auto|dm|copy
 	StopGrace             time.Duration  // stop_grace: > 0
-	AutoStopStaleAfter    time.Duration  // auto_stop_stale_after: 0 = off
+	AutoStopStaleAfter    time.Duration  // auto_stop_stale_after: 0 = off; the older form of idle_action = "stop"
+	IdleAction            string         // idle_action: suspend|stop|none
+	IdleAfter             time.Duration  // idle_after: 0 = off
+	Balloon               string         // balloon: auto|on|off
 	StatsPollInterval     time.Duration  // stats_poll_interval: > 0
 	BootDeadline          time.Duration  // boot_deadline: > 0
 	ReconcileInterval     time.Duration  // reconcile_interval: > 0
@@ -57,6 +60,22 @@ const (
 	DefaultBootDeadline      = 30 * time.Second
 	DefaultReconcileInterval = 30 * time.Second
 	DefaultHelperPath        = "/usr/local/libexec/banger/banger"
+	DefaultIdleAction        = IdleSuspend
+	DefaultBalloon           = BalloonAuto
+)
+
+// Values of idle_action.
+const (
+	IdleSuspend = "suspend"
+	IdleStop    = "stop"
+	IdleNone    = "none"
+)
+
+// Values of balloon.
+const (
+	BalloonAuto = "auto"
+	BalloonOn   = "on"
+	BalloonOff  = "off"
 )
 
 // Names of the files in a runtime bundle that path keys default to.
@@ -115,6 +134,9 @@ func Defaults(p Paths) Config {
 		StorageDriver:       DefaultStorageDriver,
 		StopGrace:           DefaultStopGrace,
 		AutoStopStaleAfter:  0,
+		IdleAction:          DefaultIdleAction,
+		IdleAfter:           0,
+		Balloon:             DefaultBalloon,
 		StatsPollInterval:   DefaultStatsPollInterval,
 		BootDeadline:        DefaultBootDeadline,
 		ReconcileInterval:   DefaultReconcileInterval,
@@ -138,6 +160,20 @@ func (c *Config) setRuntimeDefaults(explicit map[string]bool) {
 	set("kernel_path", &c.KernelPath, BundleKernel)
 	set("vsock_agent_path", &c.VsockAgentPath, BundleAgent)
 	set("ssh_key_path", &c.SSHKeyPath, BundleSSHKey)
+}
+
+// Idle is what happens to idle VMs: the action and after how long (0 and
+// IdleNone when nothing happens). idle_after with idle_action wins;
+// without idle_after, auto_stop_stale_after means "stop after it" (Load
+// refuses the two when they disagree).
+func (c Config) Idle() (action string, after time.Duration) {
+	switch {
+	case c.IdleAfter > 0 && c.IdleAction != IdleNone:
+		return c.IdleAction, c.IdleAfter
+	case c.IdleAfter == 0 && c.AutoStopStaleAfter > 0:
+		return IdleStop, c.AutoStopStaleAfter
+	}
+	return IdleNone, 0
 }
 
 // KnownKeys returns every valid key name (new names only), sorted.

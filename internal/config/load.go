@@ -49,6 +49,9 @@ func Load(p Paths, getenv func(string) string) (*Loaded, error) {
 		return nil, e
 	}
 	st.deriveDefaults()
+	if e := st.checkIdle(); e != nil {
+		return nil, st.locate(e)
+	}
 	if e := validate(&l.Config); e != nil {
 		return nil, st.locate(e)
 	}
@@ -298,6 +301,26 @@ func (st *loadState) deriveDefaults() {
 	if !explicit["bridge_ip"] && c.CIDR.IsValid() && c.CIDR.Addr().Is4() {
 		c.BridgeIP = c.CIDR.Masked().Addr().Next()
 	}
+	// auto_stop_stale_after is the older spelling of idle_action = "stop"
+	// with idle_after; show it that way.
+	if c.AutoStopStaleAfter > 0 {
+		if !explicit["idle_action"] {
+			c.IdleAction = IdleStop
+		}
+		if !explicit["idle_after"] {
+			c.IdleAfter = c.AutoStopStaleAfter
+		}
+	}
+}
+
+// checkIdle refuses auto_stop_stale_after next to an idle_action other
+// than stop (validate catches a different idle_after).
+func (st *loadState) checkIdle() *Error {
+	c := &st.l.Config
+	if c.AutoStopStaleAfter > 0 && st.explicit("idle_action") && c.IdleAction != IdleStop {
+		return keyError("auto_stop_stale_after", "means idle_action = \"stop\", but idle_action is %q; remove auto_stop_stale_after and set idle_after instead", c.IdleAction)
+	}
+	return nil
 }
 
 // unknownKeyMsg explains an unknown key or table and suggests the closest

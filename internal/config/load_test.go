@@ -100,6 +100,9 @@ dns_listen_addr = "[::1]:5353"
 storage_driver = "copy"
 stop_grace = "3s"
 auto_stop_stale_after = "2h"
+idle_action = "stop"
+idle_after = "2h"
+balloon = "off"
 stats_poll_interval = "1s"
 boot_deadline = "1m"
 reconcile_interval = "45s"
@@ -134,6 +137,9 @@ helper_path = "/usr/libexec/banger"
 		StorageDriver:         "copy",
 		StopGrace:             3 * time.Second,
 		AutoStopStaleAfter:    2 * time.Hour,
+		IdleAction:            "stop",
+		IdleAfter:             2 * time.Hour,
+		Balloon:               "off",
 		StatsPollInterval:     time.Second,
 		BootDeadline:          time.Minute,
 		ReconcileInterval:     45 * time.Second,
@@ -214,6 +220,11 @@ func TestLoadBadFile(t *testing.T) {
 		{"duration no unit", "boot_deadline = \"30\"\n", 1, "boot_deadline", []string{"not a duration", "with a unit"}},
 		{"negative duration", "log_level = \"info\"\nstop_grace = \"-5s\"\n", 2, "stop_grace", []string{"negative duration -5s"}},
 		{"negative stale duration", "auto_stop_stale_after = \"-1h\"\n", 1, "auto_stop_stale_after", []string{"negative duration"}},
+		{"idle action", "idle_action = \"hibernate\"\n", 1, "idle_action", []string{"use suspend, stop or none"}},
+		{"negative idle after", "idle_after = \"-1m\"\n", 1, "idle_after", []string{"negative duration"}},
+		{"idle after disagrees with auto stop", "idle_after = \"10m\"\nauto_stop_stale_after = \"1h\"\n", 2, "auto_stop_stale_after", []string{"idle_after is 10m0s", "keep only idle_after"}},
+		{"auto stop with idle action suspend", "idle_action = \"suspend\"\nauto_stop_stale_after = \"1h\"\n", 2, "auto_stop_stale_after", []string{`means idle_action = "stop"`, `idle_action is "suspend"`, "set idle_after instead"}},
+		{"balloon", "balloon = \"yes\"\n", 1, "balloon", []string{"use auto, on or off"}},
 		{"zero interval", "stats_poll_interval = \"0s\"\n", 1, "stats_poll_interval", []string{"greater than zero"}},
 		{"invalid cidr", "cidr = \"10.0.0.0/33\"\n", 1, "cidr", []string{"not a CIDR"}},
 		{"cidr garbage", "cidr = \"banger\"\n", 1, "cidr", []string{"not a CIDR", "172.16.0.0/24"}},
@@ -454,5 +465,57 @@ func TestLoadLegacyEnv(t *testing.T) {
 	}
 	if l.Config.VsockAgentPath != "/from/env" || len(l.Warnings) != 1 {
 		t.Errorf("VsockAgentPath = %q, Warnings = %q", l.Config.VsockAgentPath, l.Warnings)
+	}
+}
+
+func TestLoadIdlePolicy(t *testing.T) {
+	tests := []struct {
+		name, content string
+		action        string
+		after         time.Duration
+		showAction    string
+		showAfter     string
+	}{
+		{"default is off", "", IdleNone, 0, "suspend", "0s"},
+		{"idle_after alone suspends", "idle_after = \"30m\"\n", IdleSuspend, 30 * time.Minute, "suspend", "30m0s"},
+		{"idle_action stop", "idle_action = \"stop\"\nidle_after = \"1h\"\n", IdleStop, time.Hour, "stop", "1h0m0s"},
+		{"idle_action none turns it off", "idle_action = \"none\"\nidle_after = \"1h\"\n", IdleNone, 0, "none", "1h0m0s"},
+		{"auto_stop_stale_after is stop", "auto_stop_stale_after = \"2h\"\n", IdleStop, 2 * time.Hour, "stop", "2h0m0s"},
+		{"auto_stop_stale_after agreeing with both", "auto_stop_stale_after = \"2h\"\nidle_after = \"2h\"\nidle_action = \"stop\"\n", IdleStop, 2 * time.Hour, "stop", "2h0m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			content := tt.content
+			p := setup(t, &content)
+			l, err := Load(p, envMap(nil))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			action, after := l.Config.Idle()
+			if action != tt.action || after != tt.after {
+				t.Errorf("Idle() = %s, %s; want %s, %s", action, after, tt.action, tt.after)
+			}
+			shown := map[string]string{}
+			for _, e := range l.Entries() {
+				shown[e.Key] = e.Value
+			}
+			if shown["idle_action"] != tt.showAction || shown["idle_after"] != tt.showAfter {
+				t.Errorf("config show: idle_action = %q, idle_after = %q; want %q, %q", shown["idle_action"], shown["idle_after"], tt.showAction, tt.showAfter)
+			}
+		})
+	}
+}
+
+func TestIdleOfHandBuiltConfig(t *testing.T) {
+	// A Config built without Load (as daemon tests do) still maps
+	// auto_stop_stale_after to stop.
+	c := Defaults(Paths{})
+	c.AutoStopStaleAfter = 3 * time.Second
+	if a, d := c.Idle(); a != IdleStop || d != 3*time.Second {
+		t.Errorf("Idle() = %s, %s", a, d)
+	}
+	c.IdleAfter = time.Minute
+	if a, d := c.Idle(); a != IdleSuspend || d != time.Minute {
+		t.Errorf("Idle() with idle_after = %s, %s", a, d)
 	}
 }

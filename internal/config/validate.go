@@ -92,6 +92,7 @@ func validate(c *Config) *Error {
 	}{
 		{"stop_grace", c.StopGrace, false},
 		{"auto_stop_stale_after", c.AutoStopStaleAfter, true},
+		{"idle_after", c.IdleAfter, true},
 		{"stats_poll_interval", c.StatsPollInterval, false},
 		{"boot_deadline", c.BootDeadline, false},
 		{"reconcile_interval", c.ReconcileInterval, false},
@@ -102,6 +103,19 @@ func validate(c *Config) *Error {
 		case d.val == 0 && !d.zeroIsOK:
 			return keyError(d.key, "must be greater than zero; use a duration such as \"10s\"")
 		}
+	}
+	switch c.IdleAction {
+	case IdleSuspend, IdleStop, IdleNone:
+	default:
+		return keyError("idle_action", "%q is not an idle action; use suspend, stop or none", c.IdleAction)
+	}
+	if c.AutoStopStaleAfter > 0 && c.IdleAfter > 0 && c.IdleAfter != c.AutoStopStaleAfter {
+		return keyError("auto_stop_stale_after", "is %s but idle_after is %s; auto_stop_stale_after is the older form of idle_action = \"stop\" with idle_after, keep only idle_after", c.AutoStopStaleAfter, c.IdleAfter)
+	}
+	switch c.Balloon {
+	case BalloonAuto, BalloonOn, BalloonOff:
+	default:
+		return keyError("balloon", "%q is not a balloon setting; use auto, on or off", c.Balloon)
 	}
 	if c.TapPoolSize < 0 {
 		return keyError("tap_pool_size", "%d is negative; use 0 (no pool) or more", c.TapPoolSize)

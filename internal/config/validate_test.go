@@ -42,6 +42,8 @@ func TestDefaults(t *testing.T) {
 		StorageDriver:       "auto",
 		StopGrace:           10 * time.Second,
 		AutoStopStaleAfter:  0,
+		IdleAction:          "suspend",
+		Balloon:             "auto",
 		StatsPollInterval:   5 * time.Second,
 		BootDeadline:        30 * time.Second,
 		ReconcileInterval:   30 * time.Second,
@@ -165,6 +167,34 @@ func TestErrorString(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.err.Error(); got != tt.want {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestValidateIdleAndBalloon(t *testing.T) {
+	base := Defaults(Paths{DataDir: "/d", ConfigFile: "/c/config.toml"})
+	for _, tt := range []struct {
+		name    string
+		mod     func(*Config)
+		wantKey string
+	}{
+		{"every idle action", func(c *Config) { c.IdleAction = IdleNone; c.IdleAfter = time.Minute }, ""},
+		{"bad idle action", func(c *Config) { c.IdleAction = "sleep" }, "idle_action"},
+		{"negative idle after", func(c *Config) { c.IdleAfter = -time.Second }, "idle_after"},
+		{"auto stop equal to idle after", func(c *Config) { c.AutoStopStaleAfter = time.Hour; c.IdleAfter = time.Hour }, ""},
+		{"auto stop unequal to idle after", func(c *Config) { c.AutoStopStaleAfter = time.Hour; c.IdleAfter = time.Minute }, "auto_stop_stale_after"},
+		{"balloon on", func(c *Config) { c.Balloon = BalloonOn }, ""},
+		{"balloon bad", func(c *Config) { c.Balloon = "true" }, "balloon"},
+	} {
+		c := base
+		tt.mod(&c)
+		err := Validate(c)
+		var e *Error
+		switch {
+		case tt.wantKey == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.wantKey != "" && (!errors.As(err, &e) || e.Key != tt.wantKey):
+			t.Errorf("%s: err = %v, want one naming %s", tt.name, err, tt.wantKey)
 		}
 	}
 }

@@ -23,6 +23,9 @@ func (d *Daemon) rpcExec(ctx context.Context, raw json.RawMessage) (any, error) 
 	if err != nil {
 		return nil, err
 	}
+	if vm, err = d.wakeForUse(ctx, vm); err != nil {
+		return nil, err
+	}
 	if vm.State != api.StateRunning {
 		return nil, withKind(ErrConflict, "vm %s is %s; start it with `banger vm start %s`", vm.Name, vm.State, vm.Name)
 	}

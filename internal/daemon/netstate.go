@@ -26,7 +26,7 @@ type netState struct {
 
 func (d *Daemon) initDNS() {
 	d.net.records = dns.NewRecords()
-	h := dns.NewHandler(d.net.records, d.cfg.CIDR)
+	h := dns.NewWakingHandler(dns.NewHandler(d.net.records, d.cfg.CIDR), d.net.records, d.wakeByName, dnsWakeWait, d.log)
 	d.net.server = dns.NewServer(h, d.log)
 	if err := d.net.server.Listen(d.cfg.DNSListenAddr.String()); err != nil {
 		d.net.loopbackErr = err

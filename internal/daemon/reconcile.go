@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/config"
 	"banger/internal/preflight"
 	"banger/internal/storage"
 	"banger/internal/store"
@@ -131,16 +132,12 @@ func (d *Daemon) lockAll(ctx context.Context) *startup {
 		d.log.Error("reconcile: listing vms", "err", err)
 		return s
 	}
-	records := map[string]netip.Addr{}
 	for _, v := range vms {
 		s.vms = append(s.vms, v)
 		s.unlocks = append(s.unlocks, d.locks.lock(v.ID))
-		if v.State == api.StateRunning || v.State == api.StatePaused {
-			records[v.Name] = v.IP
-		}
 	}
 	if d.net.records != nil {
-		d.net.records.Replace(records)
+		d.net.records.ReplaceAll(dnsRecords(vms))
 	}
 	return s
 }
@@ -248,8 +245,9 @@ func (d *Daemon) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	every(d.cfg.ReconcileInterval, d.reconcile)
 	every(d.cfg.StatsPollInterval, d.sampleStats)
 	d.runForwards(ctx, wg)
-	if d.cfg.AutoStopStaleAfter > 0 {
-		every(min(d.cfg.AutoStopStaleAfter/4+time.Second, time.Minute), d.stopStale)
+	d.watchSleepers(ctx, wg)
+	if action, window := d.cfg.Idle(); action != config.IdleNone {
+		every(idleEvery(window), d.idleCheck)
 	}
 }
 
@@ -288,7 +286,8 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	d.rebuildDNS(wctx)
 }
 
-// rebuildDNS publishes exactly the VMs recorded running. A VM whose lock an
+// rebuildDNS publishes exactly the VMs recorded running, and suspended or
+// paused ones marked asleep (a query for them wakes them). A VM whose lock an
 // operation holds keeps what that operation published (a booting VM is
 // recorded running before its agent answers, and its start publishes the
 // name only once it is healthy, or never when it died during boot).
@@ -301,22 +300,29 @@ func (d *Daemon) rebuildDNS(ctx context.Context) {
 		d.log.Error("reconcile: listing vms for dns", "err", err)
 		return
 	}
-	records := map[string]netip.Addr{}
+	var current []store.VM
+	kept := map[string]netip.Addr{}
+	keptAsleep := map[string]bool{}
 	for _, v := range vms {
 		unlock, ok := d.locks.tryLock(v.ID)
 		if !ok {
 			if ip, published := d.net.records.LookupName(v.Name); published {
-				records[v.Name] = ip
+				kept[v.Name] = ip
+				keptAsleep[v.Name] = d.net.records.Asleep(v.Name)
 			}
 			continue
 		}
 		cur, err := d.store.GetVM(ctx, v.ID) // as of now, under its lock
 		unlock()
-		if err == nil && (cur.State == api.StateRunning || cur.State == api.StatePaused) {
-			records[cur.Name] = cur.IP
+		if err == nil {
+			current = append(current, cur)
 		}
 	}
-	d.net.records.Replace(records)
+	records, asleep := dnsRecords(current)
+	for n, ip := range kept {
+		records[n], asleep[n] = ip, keptAsleep[n]
+	}
+	d.net.records.ReplaceAll(records, asleep)
 }
 
 // reconcileLocked reconciles one VM; the caller holds its lock.

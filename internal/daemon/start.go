@@ -314,7 +314,10 @@ func (d *Daemon) configure(ctx context.Context, fc *firecracker.Client, vm *stor
 	if err := fc.PutNetworkInterface(ctx, firecracker.NetworkInterface{IfaceID: "eth0", HostDevName: vm.Tap, GuestMAC: vm.MAC}); err != nil {
 		return err
 	}
-	return fc.PutVsock(ctx, firecracker.Vsock{GuestCID: vm.CID, UDSPath: vsockPath(vm)})
+	if err := fc.PutVsock(ctx, firecracker.Vsock{GuestCID: vm.CID, UDSPath: vsockPath(vm)}); err != nil {
+		return err
+	}
+	return d.configureBalloon(ctx, fc, vm)
 }
 
 // agentClient talks to the VM's guest agent over Firecracker's hybrid vsock.

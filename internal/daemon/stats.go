@@ -13,7 +13,6 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/firecracker"
-	"banger/internal/network"
 	"banger/internal/store"
 )
 
@@ -126,10 +125,16 @@ func (d *Daemon) rpcStats(ctx context.Context, raw json.RawMessage) (any, error)
 		}
 	}
 	out := api.StatsList{Stats: []api.Stats{}}
+	balloons := map[string]*api.BalloonStats{}
+	for i := range vms {
+		if vms[i].State == api.StateRunning {
+			balloons[vms[i].ID] = balloonStats(ctx, &vms[i])
+		}
+	}
 	d.stats.mu.Lock()
 	defer d.stats.mu.Unlock()
 	for _, vm := range vms {
-		s := api.Stats{VM: vm.ID, Name: vm.Name, State: vm.State}
+		s := api.Stats{VM: vm.ID, Name: vm.Name, State: vm.State, Balloon: balloons[vm.ID]}
 		if vm.State == api.StateRunning {
 			s.PID = vm.PID
 			if smp, ok := d.stats.samples[vm.ID]; ok {
@@ -141,62 +146,6 @@ func (d *Daemon) rpcStats(ctx context.Context, raw json.RawMessage) (any, error)
 		out.Stats = append(out.Stats, s)
 	}
 	return out, nil
-}
-
-// stopStale stops running VMs idle for auto_stop_stale_after: no SSH
-// logins reported by the agent and no tap traffic for the whole window.
-// The daemon's own health checks go over vsock, not the tap, so they never
-// count as use.
-func (d *Daemon) stopStale(ctx context.Context) {
-	window := d.cfg.AutoStopStaleAfter
-	vms, err := d.store.ListVMs(ctx)
-	if err != nil {
-		return
-	}
-	now := time.Now()
-	for _, v := range vms {
-		if v.State != api.StateRunning {
-			continue
-		}
-		rx, tx, err := network.TapCounters(v.Tap)
-		if err != nil {
-			continue
-		}
-		busy := false
-		if info, err := agentClient(&v).Info(ctx); err == nil && info.SSHLogins > 0 {
-			busy = true
-		}
-		d.stats.mu.Lock()
-		a, ok := d.stats.active[v.ID]
-		if !ok || busy || a.rx != rx || a.tx != tx || v.LastUsedAt.After(a.since) {
-			since := now
-			if !ok && v.LastUsedAt.After(v.StartedAt) {
-				since = v.LastUsedAt
-			}
-			a = activity{rx: rx, tx: tx, since: since}
-		}
-		d.stats.active[v.ID] = a
-		idle := now.Sub(a.since)
-		d.stats.mu.Unlock()
-		if idle < window {
-			continue
-		}
-		unlock, ok := d.locks.tryLock(v.ID)
-		if !ok {
-			continue
-		}
-		vm, err := d.store.GetVM(ctx, v.ID)
-		if err == nil && vm.State == api.StateRunning {
-			d.log.Info("stopping idle vm", "vm", vm.Name, "idle", idle.Round(time.Second).String())
-			if err := d.stopLocked(ctx, &vm, fmt.Sprintf("idle for %s (auto_stop_stale_after)", idle.Round(time.Second))); err != nil {
-				d.log.Warn("stopping idle vm", "vm", vm.Name, "err", err)
-			}
-		}
-		d.stats.mu.Lock()
-		delete(d.stats.active, v.ID)
-		d.stats.mu.Unlock()
-		unlock()
-	}
 }
 
 // capConsoles keeps each running VM's console.log under consoleMaxBytes.

@@ -202,7 +202,12 @@ func (d *Daemon) rpcGet(ctx context.Context, raw json.RawMessage) (any, error) {
 	return d.toAPI(ctx, vm), nil
 }
 
+// rpcTouch records a use of the VM (vm ssh calls it before connecting);
+// a suspended or paused VM is woken first, so the answer is the running VM.
 func (d *Daemon) rpcTouch(ctx context.Context, raw json.RawMessage) (any, error) {
+	if err := d.wakeRef(ctx, api.MethodVMTouch, raw); err != nil {
+		return nil, err
+	}
 	_, vm, unlock, err := lockedParams(ctx, d, api.MethodVMTouch, raw, func(p *api.VMRef) string { return p.Ref })
 	if err != nil {
 		return nil, err

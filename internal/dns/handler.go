@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	mdns "github.com/miekg/dns"
 )
@@ -31,22 +32,33 @@ type Lookup interface {
 }
 
 // Records is a concurrency-safe Lookup the daemon fills: Set when a VM
-// reaches running, Remove on stop/kill/delete, Replace on rebuild.
+// reaches running, SetAsleep when it is suspended (its name keeps
+// answering, and a WakingHandler wakes it on a query), Remove on
+// stop/kill/delete, Replace on rebuild.
 type Records struct {
-	mu     sync.RWMutex
-	byName map[string]netip.Addr
-	byAddr map[netip.Addr]string
+	mu      sync.RWMutex
+	byName  map[string]netip.Addr
+	byAddr  map[netip.Addr]string
+	asleep  map[string]bool
+	nAsleep atomic.Int32 // len(asleep), read without the lock
 }
 
 // NewRecords returns an empty record set.
 func NewRecords() *Records {
-	return &Records{byName: map[string]netip.Addr{}, byAddr: map[netip.Addr]string{}}
+	return &Records{byName: map[string]netip.Addr{}, byAddr: map[netip.Addr]string{}, asleep: map[string]bool{}}
 }
 
+func normName(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) }
+
 // Set publishes name (case-insensitive, without ".vm") at ip, replacing any
-// earlier address of name and any earlier name of ip.
-func (r *Records) Set(name string, ip netip.Addr) {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+// earlier address of name and any earlier name of ip. The name is awake.
+func (r *Records) Set(name string, ip netip.Addr) { r.set(name, ip, false) }
+
+// SetAsleep publishes name at ip like Set, marked as a suspended VM's.
+func (r *Records) SetAsleep(name string, ip netip.Addr) { r.set(name, ip, true) }
+
+func (r *Records) set(name string, ip netip.Addr, asleep bool) {
+	name = normName(name)
 	ip = ip.Unmap()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -55,14 +67,21 @@ func (r *Records) Set(name string, ip netip.Addr) {
 	}
 	if oldName, ok := r.byAddr[ip]; ok {
 		delete(r.byName, oldName)
+		delete(r.asleep, oldName)
 	}
 	r.byName[name] = ip
 	r.byAddr[ip] = name
+	if asleep {
+		r.asleep[name] = true
+	} else {
+		delete(r.asleep, name)
+	}
+	r.nAsleep.Store(int32(len(r.asleep)))
 }
 
 // Remove unpublishes name; an unknown name is fine.
 func (r *Records) Remove(name string) {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	name = normName(name)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ip, ok := r.byName[name]; ok {
@@ -71,23 +90,49 @@ func (r *Records) Remove(name string) {
 			delete(r.byAddr, ip)
 		}
 	}
+	delete(r.asleep, name)
+	r.nAsleep.Store(int32(len(r.asleep)))
 }
 
 // Replace swaps in a whole new set of records (after a daemon restart or a
-// reconcile).
-func (r *Records) Replace(m map[string]netip.Addr) {
+// reconcile), all awake.
+func (r *Records) Replace(m map[string]netip.Addr) { r.ReplaceAll(m, nil) }
+
+// ReplaceAll swaps in a whole new set of records; the names in asleep (a
+// subset of m) are marked as suspended VMs'.
+func (r *Records) ReplaceAll(m map[string]netip.Addr, asleep map[string]bool) {
 	byName := make(map[string]netip.Addr, len(m))
 	byAddr := make(map[netip.Addr]string, len(m))
+	sleeping := make(map[string]bool, len(asleep))
 	for n, ip := range m {
-		n = strings.ToLower(strings.TrimSuffix(n, "."))
+		key := normName(n)
 		ip = ip.Unmap()
-		byName[n] = ip
-		byAddr[ip] = n
+		byName[key] = ip
+		byAddr[ip] = key
+		if asleep[n] {
+			sleeping[key] = true
+		}
 	}
 	r.mu.Lock()
-	r.byName, r.byAddr = byName, byAddr
+	r.byName, r.byAddr, r.asleep = byName, byAddr, sleeping
+	r.nAsleep.Store(int32(len(sleeping)))
 	r.mu.Unlock()
 }
+
+// Asleep reports whether name (lowercase, without the zone) is published
+// as a suspended VM's.
+func (r *Records) Asleep(name string) bool {
+	if r.nAsleep.Load() == 0 {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.asleep[name]
+}
+
+// AnyAsleep reports whether any published name is a suspended VM's; it
+// takes no lock, so the fast path can ask it on every query.
+func (r *Records) AnyAsleep() bool { return r.nAsleep.Load() > 0 }
 
 // Len is the number of published names.
 func (r *Records) Len() int {

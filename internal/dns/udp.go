@@ -73,6 +73,10 @@ func (s *udpServer) serve() {
 		}
 		out = out[:0]
 		for i := range n {
+			if wt, ok := s.h.(waiter); ok && wt.MustWait(rbufs[i][:in[i].N]) {
+				s.answerAlone(in[i].Addr, append([]byte(nil), rbufs[i][:in[i].N]...))
+				continue
+			}
 			w.reset(in[i].Addr, wbufs[i][:0])
 			answer(s.h, w, rbufs[i][:in[i].N])
 			if len(w.buf) == 0 {
@@ -93,6 +97,27 @@ func (s *udpServer) serve() {
 			out = out[sent:]
 		}
 	}
+}
+
+// waiter is a handler that must sometimes wait before it answers
+// (WakingHandler, for a suspended VM's name).
+type waiter interface {
+	MustWait(query []byte) bool
+}
+
+// answerAlone answers one query on its own goroutine, so that the
+// listener goes on answering the rest meanwhile; close waits for it.
+func (s *udpServer) answerAlone(addr net.Addr, raw []byte) {
+	s.done.Add(1)
+	go func() {
+		defer s.done.Done()
+		w := &udpWriter{local: s.conn.LocalAddr()}
+		w.reset(addr, make([]byte, 0, 512))
+		answer(s.h, w, raw)
+		if len(w.buf) > 0 {
+			_, _ = s.conn.WriteTo(w.buf, addr)
+		}
+	}()
 }
 
 // wireAnswerer is a handler with a fast path on raw messages

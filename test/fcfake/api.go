@@ -152,6 +152,10 @@ func (v *vmm) route(method, path string, body []byte) (any, error) {
 		if id == "" {
 			return nil, v.patchVM(body)
 		}
+	case "PUT balloon", "GET balloon", "PATCH balloon":
+		if out, handled, err := v.balloonAPI(method, id, body); handled {
+			return out, err
+		}
 	case "PUT snapshot":
 		switch id {
 		case "create":

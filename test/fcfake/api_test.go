@@ -65,7 +65,7 @@ func TestErrorShapes(t *testing.T) {
 		{"patch drive before boot", "PATCH", "/drives/a", `{"drive_id":"a"}`, "not supported before starting the microVM"},
 		{"snapshot create before boot", "PUT", "/snapshot/create", `{"snapshot_path":"s","mem_file_path":"m"}`, "not supported before starting the microVM"},
 		{"snapshot load with both mem fields", "PUT", "/snapshot/load", `{"snapshot_path":"s","mem_file_path":"m","mem_backend":{"backend_type":"File","backend_path":"m"}}`, "Exactly one of"},
-		{"unmodelled endpoint", "PUT", "/balloon", `{"amount_mib":1}`, "fcfake does not implement"},
+		{"unmodelled endpoint", "PUT", "/entropy", `{}`, "fcfake does not implement"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

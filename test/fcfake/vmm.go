@@ -98,6 +98,7 @@ type vmm struct {
 	drives         []*drive
 	ifaces         []*netIface
 	vsock          *vsockDev
+	balloon        *balloonDev
 	metrics        *os.File
 
 	// Read by the vsock and timer goroutines.
