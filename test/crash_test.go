@@ -276,6 +276,18 @@ func (s *soakRound) check() {
 	}
 	seeds, _ := os.ReadDir(filepath.Join(e.state, "seeds"))
 	for _, sd := range seeds {
+		if sd.Name() == "roots" && sd.IsDir() { // grown root images, one directory per image
+			grown, _ := os.ReadDir(filepath.Join(e.state, "seeds", "roots"))
+			for _, g := range grown {
+				files, _ := os.ReadDir(filepath.Join(e.state, "seeds", "roots", g.Name()))
+				for _, f := range files {
+					if !live[g.Name()] || strings.HasSuffix(f.Name(), ".tmp") {
+						fail("orphan or half-built grown root %s/%s", g.Name(), f.Name())
+					}
+				}
+			}
+			continue
+		}
 		id, _, _ := strings.Cut(sd.Name(), "-")
 		if !live[id] || strings.HasSuffix(sd.Name(), ".tmp") {
 			fail("orphan or half-built seed %s", sd.Name())
