@@ -93,6 +93,7 @@ func fanOut[T any](ctx context.Context, cl *client.Client, refs []string, fn fun
 		if r.err != nil {
 			continue
 		}
+		noteProgressCall(ctx, r.vm.ID)
 		wg.Add(1)
 		go func(i int, vm api.VM) {
 			defer wg.Done()

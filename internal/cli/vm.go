@@ -77,10 +77,10 @@ func (a *app) vmCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			stopProgress := a.progress(c.Context(), cl, quiet || jsonOut, p.Name)
+			stopProgress := a.showProgress(c.Context(), cl, quiet || jsonOut, []string{p.Name})
 			var res api.VMResult
 			err = cl.Call(c.Context(), api.MethodVMCreate, p, &res)
-			stopProgress()
+			stopProgress(res.VM.ID) // a generated name is known only now
 			if err != nil {
 				return err
 			}
@@ -156,7 +156,8 @@ func (a *app) printStarted(res api.VMResult, verb string) {
 // progress prints create/start stages from the event stream until stop is
 // called. It prints nothing when quiet.
 func (a *app) progress(ctx context.Context, cl *client.Client, quiet bool, name string) func() {
-	return a.showProgress(ctx, cl, quiet, []string{name})
+	stop := a.showProgress(ctx, cl, quiet, []string{name})
+	return func() { stop() }
 }
 
 func (a *app) vmBatchCmd(verb, short, method string) *cobra.Command {
