@@ -113,8 +113,14 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	return cmd
 }
 
-// showDefaults puts the effective defaults into --help.
+// showDefaults puts the effective defaults into --help. Loading the
+// configuration is left until help is asked for (run), so plain commands
+// that never read it do not pay for it at start.
 func (a *app) showDefaults(cmd *cobra.Command) {
+	a.defaultsHelp = append(a.defaultsHelp, cmd)
+}
+
+func (a *app) applyDefaultsHelp(cmd *cobra.Command) {
 	l, err := a.config()
 	if err != nil {
 		return

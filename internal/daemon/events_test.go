@@ -85,3 +85,16 @@ func TestProgressEndEvents(t *testing.T) {
 		}
 	})
 }
+
+// The create benchmark keys create's and start's storage stages apart.
+func TestStageKey(t *testing.T) {
+	for _, c := range []struct {
+		stage string
+		n     int
+		want  string
+	}{{"storage", 1, "storage:create"}, {"storage", 2, "storage:start"}, {"agent", 1, "agent"}, {"dns", 2, "dns#2"}} {
+		if got := stageKey(c.stage, c.n); got != c.want {
+			t.Errorf("stageKey(%q, %d) = %q, want %q", c.stage, c.n, got, c.want)
+		}
+	}
+}
