@@ -79,11 +79,24 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		return fmt.Errorf("calling %s: %w", method, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	data, err := readBody(resp.Body, resp.ContentLength)
 	if err != nil {
 		return fmt.Errorf("reading %s reply: %w", method, err)
 	}
 	return decodeReply(method, data, out)
+}
+
+// readBody reads a reply of at most 64 MiB. It starts with room for the
+// whole reply when its length is known, else 64 KiB, so a large reply is
+// read in a few big reads rather than many of the transport's 4 KiB.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	n := int64(64 << 10)
+	if length > 0 && length < 64<<20 {
+		n = length + bytes.MinRead
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, n))
+	_, err := buf.ReadFrom(io.LimitReader(r, 64<<20))
+	return buf.Bytes(), err
 }
 
 // decodeReply decodes a JSON-RPC reply in one pass, the result straight
