@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"charm.land/bubbles/v2/spinner"
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
@@ -146,6 +145,13 @@ func (p *progressPrinter) wanted(ev api.Event) bool {
 	return false
 }
 
+// The spinner: bubbles' MiniDot, kept here so plain commands do not link
+// (and initialise) the bubbles spinner package.
+var (
+	spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+	spinnerFPS    = time.Second / 12
+)
+
 // progressDrain bounds how long stop waits for end events after the call
 // returned: they are published before the reply, so they miss it only when
 // the stream dropped them (a subscriber too slow) or the daemon predates
@@ -155,7 +161,7 @@ const progressDrain = 500 * time.Millisecond
 func (p *progressPrinter) run(ctx context.Context, ch <-chan api.Event, finish <-chan progressWait) {
 	var tick, hard <-chan time.Time
 	if p.tty {
-		t := time.NewTicker(spinner.MiniDot.FPS)
+		t := time.NewTicker(spinnerFPS)
 		defer t.Stop()
 		tick = t.C
 	}
@@ -256,7 +262,7 @@ func (p *progressPrinter) spin() {
 }
 
 func (p *progressPrinter) spinLocked() {
-	frames := spinner.MiniDot.Frames
+	frames := spinnerFrames
 	p.frame = (p.frame + 1) % len(frames)
 	what := "working"
 	if p.current != "" {
