@@ -284,7 +284,10 @@ var ErrDropped = errors.New("no answer from bangerd")
 
 // dropped reports a connection closed or reset before any reply.
 func dropped(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	// net/http says "server closed idle connection" (an unexported error)
+	// when the close races the request's write: dropped all the same.
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "server closed idle connection")
 }
 
 func isDialError(err error) bool {
