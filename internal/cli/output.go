@@ -35,7 +35,7 @@ func newTable(w io.Writer) *table { return &table{w: w, plain: true} }
 
 func (t *table) row(cols ...string) {
 	for _, c := range cols {
-		if t.plain && strings.ContainsAny(c, "\t\v\n\f\xff") {
+		if t.plain && !plainCell(c) {
 			t.plain = false
 		}
 	}
@@ -43,6 +43,17 @@ func (t *table) row(cols ...string) {
 		cols = []string{""} // nil marks a form feed
 	}
 	t.rows = append(t.rows, cols)
+}
+
+// plainCell reports a cell with none of tabwriter's control bytes.
+func plainCell(c string) bool {
+	for i := 0; i < len(c); i++ {
+		switch c[i] {
+		case '\t', '\v', '\n', '\f', 0xff:
+			return false
+		}
+	}
+	return true
 }
 
 func (t *table) flush() {

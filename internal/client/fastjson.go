@@ -47,13 +47,32 @@ const (
 type typePlan struct {
 	kind   int
 	fields map[string]fieldPlan // kindStruct
-	keys   []string             // kindStruct: every JSON name, for the case check
+	keys   []string             // kindStruct: every JSON name, in field order
+	byKey  []fieldPlan          // kindStruct: the plan of keys[i]
 	elem   *typePlan            // kindStructSlice
 }
 
 type fieldPlan struct {
 	index int
 	plan  *typePlan
+}
+
+// field finds key's plan. Replies list members in field order, so the key
+// after the previous one is tried before the map.
+func (p *typePlan) field(key []byte, next *int) (fieldPlan, bool) {
+	if i := *next; i < len(p.keys) && p.keys[i] == string(key) {
+		*next = i + 1
+		return p.byKey[i], true
+	}
+	f, ok := p.fields[string(key)]
+	if ok {
+		for i, k := range p.keys {
+			if k == string(key) {
+				*next = i + 1
+			}
+		}
+	}
+	return f, ok
 }
 
 var (
@@ -88,6 +107,7 @@ func planLocked(t reflect.Type) *typePlan {
 	case k == reflect.Struct:
 		fields := map[string]fieldPlan{}
 		var keys []string
+		var byKey []fieldPlan
 		for i := range t.NumField() {
 			f := t.Field(i)
 			tag := f.Tag.Get("json")
@@ -101,10 +121,12 @@ func planLocked(t reflect.Type) *typePlan {
 			if name == "" {
 				name = f.Name
 			}
-			fields[name] = fieldPlan{index: i, plan: planLocked(f.Type)}
+			fp := fieldPlan{index: i, plan: planLocked(f.Type)}
+			fields[name] = fp
 			keys = append(keys, name)
+			byKey = append(byKey, fp)
 		}
-		p.kind, p.fields, p.keys = kindStruct, fields, keys
+		p.kind, p.fields, p.keys, p.byKey = kindStruct, fields, keys, byKey
 	case k == reflect.Slice:
 		if e := planLocked(t.Elem()); e.kind == kindStruct {
 			p.kind, p.elem = kindStructSlice, e
@@ -171,6 +193,7 @@ func decodeStructAt(data []byte, i int, v reflect.Value, p *typePlan) (int, erro
 	if i < len(data) && data[i] == '}' {
 		return i + 1, nil
 	}
+	next := 0
 	for {
 		if i >= len(data) || data[i] != '"' {
 			return 0, &syntaxError{"want a key", i}
@@ -188,7 +211,7 @@ func decodeStructAt(data []byte, i int, v reflect.Value, p *typePlan) (int, erro
 			return 0, &syntaxError{"want :", i}
 		}
 		i = skipSpace(data, i+1)
-		f, ok := p.fields[string(key)]
+		f, ok := p.field(key, &next)
 		if ok {
 			i, err = decodeAt(data, i, v.Field(f.index), f.plan)
 			if err != nil {
