@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // A one-pass decoder for daemon replies. encoding/json scans a value twice
@@ -308,7 +309,9 @@ func setPlain(val []byte, v reflect.Value) bool {
 		if !ascii && !utf8.Valid(s) {
 			return false
 		}
-		v.SetString(string(s))
+		// The string shares the reply's bytes (decodeReply owns them and
+		// nothing writes to them again): no allocation per field.
+		v.SetString(unsafe.String(unsafe.SliceData(s), len(s)))
 		return true
 	case reflect.Bool:
 		switch string(val) {
