@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 )
@@ -119,36 +118,22 @@ func reportInstructions(b *testing.B, sides ...timedCmd) {
 	}
 }
 
-var (
-	helloOnce sync.Once
-	helloBin  string
-	helloErr  error
-)
-
 // helloWorld is a Go hello-world built like the test binaries (static): the
-// floor for a Go process that starts, writes a line and exits.
+// floor for a Go process that starts, writes a line and exits. It lives in
+// the benchmark's temp dir (go build's cache makes the rebuild cheap).
 func helloWorld(b *testing.B) string {
 	b.Helper()
-	helloOnce.Do(func() {
-		dir, err := os.MkdirTemp("/tmp", "bhello-")
-		if err != nil {
-			helloErr = err
-			return
-		}
-		os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.22\n"), 0o644)
-		os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n"), 0o644)
-		helloBin = filepath.Join(dir, "hello")
-		cmd := exec.Command("go", "build", "-o", helloBin, ".")
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			helloErr = fmt.Errorf("building hello-world: %v: %s", err, out)
-		}
-	})
-	if helloErr != nil {
-		b.Fatal(helloErr)
+	dir := b.TempDir()
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.22\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n"), 0o644)
+	bin := filepath.Join(dir, "hello")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("building hello-world: %v: %s", err, out)
 	}
-	return helloBin
+	return bin
 }
 
 func helloSide(b *testing.B) timedCmd {
@@ -161,8 +146,9 @@ func helloSide(b *testing.B) timedCmd {
 func BenchmarkCLIVersion(b *testing.B) {
 	c := newCLIBench(b)
 	version := timedCmd{name: "version", mk: func() *exec.Cmd { return c.cmd("version") }}
-	compare(b, version, helloSide(b))
-	reportInstructions(b, version, helloSide(b))
+	hello := helloSide(b)
+	compare(b, version, hello)
+	reportInstructions(b, version, hello)
 }
 
 // BenchmarkCLIList500: `banger vm list` with 500 VMs in the store against a
@@ -174,8 +160,9 @@ func BenchmarkCLIList500(b *testing.B) {
 		b.Fatalf("daemon start: %v: %s", err, out)
 	}
 	list := timedCmd{name: "list", mk: func() *exec.Cmd { return c.cmd("vm", "list") }}
-	compare(b, list, helloSide(b))
-	reportInstructions(b, list, helloSide(b))
+	hello := helloSide(b)
+	compare(b, list, hello)
+	reportInstructions(b, list, hello)
 }
 
 // cliEnvCmd runs the CLI outside the namespace (it only talks to the
