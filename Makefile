@@ -79,11 +79,19 @@ uninstall-helper:
 clean:
 	rm -rf build
 
-# Daemon benchmarks need root and run inside a throwaway network namespace.
-bench: fcfake
+# Daemon benchmarks need root and run inside a throwaway network namespace;
+# CreateToRunning reports every progress stage's min/median/p95/max.
+# bench-cli times whole CLI processes side by side (vm create/start with
+# progress against -q/--json, vm list with 500 VMs and version against a Go
+# hello-world; instruction counts when valgrind is installed).
+.PHONY: bench bench-cli
+bench: fcfake bench-cli
 	@ns=bgbench$$$$; ip netns add $$ns; ip -n $$ns link set lo up; \
 	trap 'ip netns del '$$ns EXIT; \
 	ip netns exec $$ns env BANGER_BENCH_NETNS=1 $(GO) test -run '^$$' -bench 'CreateToRunning|Create20' -benchtime $${BENCHTIME:-20x} ./internal/daemon/
+
+bench-cli:
+	$(GO) test -tags system -run '^$$' -bench 'CLI' -benchtime $${BENCHTIME:-20x} ./test/
 
 # The guest kernel: Debian's linux-source-6.1 (or KERNEL_SRC=tree|tarball),
 # `make defconfig` + scripts/kernel/banger.config + KERNEL_FRAGMENTS (e.g.

@@ -344,6 +344,12 @@ const (
 	EventVMProgress = "vm.progress"
 	EventVMDeleted  = "vm.deleted"
 	EventImage      = "image.progress"
+	// EventVMProgressEnd follows the last vm.progress event of one
+	// vm.create, vm.start or vm.restart call and is published before the
+	// call's reply: a client that has the reply and this event has every
+	// stage of that call. VMID and VM name the VM when the daemon knows it;
+	// otherwise Ref is the name or reference the call was given.
+	EventVMProgressEnd = "vm.progress.end"
 )
 
 // Event is one JSON line on GET /events.
@@ -356,4 +362,5 @@ type Event struct {
 	Message string    `json:"message,omitempty"`
 	Elapsed float64   `json:"elapsed_s,omitempty"`
 	Forward *Forward  `json:"forward,omitempty"` // EventVMForward
+	Ref     string    `json:"ref,omitempty"`
 }

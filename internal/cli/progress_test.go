@@ -59,3 +59,90 @@ func TestProgressPrinter(t *testing.T) {
 		}
 	})
 }
+
+// After the reply, the display ends as soon as the call's own end event
+// is in, with every stage before it printed, without the stream closing.
+func TestProgressEndsOnItsEndEvent(t *testing.T) {
+	dev := &api.VM{ID: "a1b2c3d4", Name: "dev"}
+	other := &api.VM{ID: "ffff0000", Name: "other"}
+	cases := []struct {
+		name string
+		wait progressWait
+		evs  []api.Event
+	}{
+		{"by name", progressWait{keys: []string{"dev"}}, []api.Event{
+			{Kind: api.EventVMProgressEnd, VM: other, VMID: other.ID},
+			{Kind: api.EventVMProgress, VM: dev, VMID: dev.ID, Stage: "dns", Message: "dev.vm", Elapsed: 1.5},
+			{Kind: api.EventVMProgressEnd, VM: dev, VMID: dev.ID},
+		}},
+		{"by id, failed call", progressWait{keys: []string{dev.ID}}, []api.Event{
+			{Kind: api.EventVMProgress, VM: dev, VMID: dev.ID, Stage: "dns", Message: "dev.vm", Elapsed: 1.5},
+			{Kind: api.EventVMProgressEnd, Ref: dev.ID},
+		}},
+		{"anonymous", progressWait{anon: true}, []api.Event{
+			{Kind: api.EventVMProgressEnd, VM: other, VMID: other.ID},
+			{Kind: api.EventVMProgress, VM: dev, VMID: dev.ID, Stage: "dns", Message: "dev.vm", Elapsed: 1.5},
+			{Kind: api.EventVMProgressEnd},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			p := &progressPrinter{w: &buf, refs: []string{"dev"}, start: time.Now()}
+			ch := make(chan api.Event) // never closed: only the end event may end the run
+			finish := make(chan progressWait, 1)
+			done := make(chan struct{})
+			go func() { defer close(done); p.run(context.Background(), ch, finish) }()
+			finish <- tc.wait // the reply came first; the events follow
+			for _, ev := range tc.evs {
+				select {
+				case ch <- ev:
+				case <-done:
+					t.Fatalf("ended before %+v", ev)
+				}
+			}
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("still waiting after its end event")
+			}
+			if want := "  dns           1.50s  dev.vm\n"; buf.String() != want {
+				t.Fatalf("got %q, want %q", buf.String(), want)
+			}
+		})
+	}
+	t.Run("nothing to wait for", func(t *testing.T) {
+		p := &progressPrinter{w: &bytes.Buffer{}, start: time.Now()}
+		finish := make(chan progressWait, 1)
+		finish <- progressWait{}
+		done := make(chan struct{})
+		go func() { defer close(done); p.run(context.Background(), make(chan api.Event), finish) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("waited with nothing to wait for")
+		}
+	})
+	t.Run("an end event that never comes is waited for only so long", func(t *testing.T) {
+		p := &progressPrinter{w: &bytes.Buffer{}, start: time.Now()}
+		finish := make(chan progressWait, 1)
+		finish <- progressWait{keys: []string{"dev"}}
+		done := make(chan struct{})
+		go func() { defer close(done); p.run(context.Background(), make(chan api.Event), finish) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no bound on the wait")
+		}
+	})
+}
+
+func TestProgressCalls(t *testing.T) {
+	noteProgressCall(context.Background(), "ignored") // no collector: nothing happens
+	ctx, calls := withProgressCalls(context.Background())
+	noteProgressCall(ctx, "a")
+	noteProgressCall(ctx, "b")
+	if w := calls.wait(); strings.Join(w.keys, ",") != "a,b" || w.anon {
+		t.Fatalf("wait %+v, want keys a,b", w)
+	}
+}

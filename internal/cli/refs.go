@@ -100,6 +100,7 @@ func fanOut[T any](ctx context.Context, cl *client.Client, refs []string, fn fun
 		if r.err != nil {
 			continue
 		}
+		noteProgressCall(ctx, r.vm.ID)
 		wg.Add(1)
 		slots <- struct{}{}
 		go func(i int, vm api.VM) {

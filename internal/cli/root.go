@@ -69,6 +69,8 @@ type app struct {
 	getenv func(string) string
 	loaded *config.Loaded
 	cl     *client.Client
+
+	defaultsHelp []*cobra.Command // flags whose help shows configured defaults
 }
 
 // Main runs the CLI and returns the exit code.
@@ -79,6 +81,11 @@ func Main(args []string, build BuildInfo) int {
 
 func (a *app) run(ctx context.Context, args []string) int {
 	root := a.rootCmd()
+	if helpWanted(args) {
+		for _, c := range a.defaultsHelp {
+			a.applyDefaultsHelp(c)
+		}
+	}
 	root.SetArgs(args)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
@@ -100,6 +107,18 @@ func (a *app) run(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.stderr, "banger: %s\n", msg)
 	}
 	return code
+}
+
+// helpWanted reports whether args may print flag help (help, -h, --help,
+// shell completion with flag descriptions).
+func helpWanted(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "--help", "help", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return true
+		}
+	}
+	return false
 }
 
 // classify maps an error to an exit code and a one-line message.

@@ -154,8 +154,10 @@ func (a *app) addStartProgress(c *cobra.Command) {
 		if err != nil {
 			return err
 		}
-		stop := a.showProgress(cmd.Context(), cl, false, args)
-		defer stop()
+		ctx, calls := withProgressCalls(cmd.Context())
+		cmd.SetContext(ctx)
+		stop := a.startProgress(ctx, cl, false, args)
+		defer func() { stop(calls.wait()) }()
 		return run(cmd, args)
 	}
 }

@@ -87,10 +87,10 @@ func (a *app) vmCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			stopProgress := a.progress(c.Context(), cl, quiet || jsonOut, p.Name)
+			stopProgress := a.showProgress(c.Context(), cl, quiet || jsonOut, []string{p.Name})
 			var res api.VMResult
 			err = cl.Call(c.Context(), api.MethodVMCreate, p, &res)
-			stopProgress()
+			stopProgress(res.VM.ID) // a generated name is known only now
 			if err != nil {
 				return err
 			}
@@ -125,8 +125,14 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	return cmd
 }
 
-// showDefaults puts the effective defaults into --help.
+// showDefaults puts the effective defaults into --help. Loading the
+// configuration is left until help is asked for (run), so plain commands
+// that never read it do not pay for it at start.
 func (a *app) showDefaults(cmd *cobra.Command) {
+	a.defaultsHelp = append(a.defaultsHelp, cmd)
+}
+
+func (a *app) applyDefaultsHelp(cmd *cobra.Command) {
 	l, err := a.config()
 	if err != nil {
 		return
@@ -168,7 +174,8 @@ func (a *app) printStarted(res api.VMResult, verb string) {
 // progress prints create/start stages from the event stream until stop is
 // called. It prints nothing when quiet.
 func (a *app) progress(ctx context.Context, cl *client.Client, quiet bool, name string) func() {
-	return a.showProgress(ctx, cl, quiet, []string{name})
+	stop := a.showProgress(ctx, cl, quiet, []string{name})
+	return func() { stop() }
 }
 
 func (a *app) vmBatchCmd(verb, short, method string) *cobra.Command {

@@ -3,11 +3,15 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/api"
 )
 
 // A daemon killed a moment ago can accept a connection and drop it: a
@@ -61,5 +65,54 @@ func TestCallDroppedMidway(t *testing.T) {
 	err = New(sock).Call(context.Background(), "image.build", map[string]string{"name": "x"}, nil)
 	if !errors.Is(err, ErrDropped) || !strings.Contains(err.Error(), "image.build") || strings.Contains(err.Error(), "Post ") {
 		t.Fatalf("call dropped midway: %v", err)
+	}
+}
+
+// serveReplies answers every call on a unix socket with body.
+func serveReplies(t *testing.T, body string) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, body)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+// The result decodes straight into out; an RPC error comes back as
+// *api.Error; a result of the wrong shape and a broken reply say which.
+func TestCallDecodesOnce(t *testing.T) {
+	ctx := context.Background()
+	var l api.VMList
+	sock := serveReplies(t, `{"jsonrpc":"2.0","id":1,"result":{"vms":[{"id":"a1","name":"dev","state":"running"}]}}`)
+	if err := New(sock).Call(ctx, api.MethodVMList, nil, &l); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.VMs) != 1 || l.VMs[0].Name != "dev" || l.VMs[0].State != "running" {
+		t.Fatalf("decoded %+v", l)
+	}
+	if err := New(sock).Call(ctx, api.MethodVMList, nil, nil); err != nil {
+		t.Fatalf("call with no out: %v", err)
+	}
+
+	sock = serveReplies(t, `{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"no vm named \"x\"","data":{"kind":"not_found"}}}`)
+	var re *api.Error
+	if err := New(sock).Call(ctx, api.MethodVMGet, api.VMRef{Ref: "x"}, &api.VM{}); !errors.As(err, &re) || re.Message != `no vm named "x"` {
+		t.Fatalf("rpc error: %v", err)
+	}
+
+	sock = serveReplies(t, `{"jsonrpc":"2.0","id":1,"result":{"vms":"not a list"}}`)
+	if err := New(sock).Call(ctx, api.MethodVMList, nil, &l); err == nil || !strings.Contains(err.Error(), "decoding vm.list result") {
+		t.Fatalf("wrong shape: %v", err)
+	}
+	sock = serveReplies(t, `{"jsonrpc":"2.0","id":1,"result":{"vms":[`)
+	if err := New(sock).Call(ctx, api.MethodVMList, nil, &l); err == nil || !strings.Contains(err.Error(), "reading vm.list reply") {
+		t.Fatalf("broken reply: %v", err)
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
@@ -58,9 +59,11 @@ const (
 	maxImageSize    = 1 << 40
 )
 
+// Compiled on first use: counted repetitions compile slowly, and every
+// banger command (this package is linked into the CLI) would pay at start.
 var (
-	stagingRe = regexp.MustCompile(`^/var/tmp/banger-build-[0-9a-f]{16}$`)
-	labelRe   = regexp.MustCompile(`^[a-z0-9-]{1,16}$`)
+	stagingRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^/var/tmp/banger-build-[0-9a-f]{16}$`) })
+	labelRe   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9-]{1,16}$`) })
 )
 
 // ErrNoDebootstrap is returned when debootstrap is not installed.
@@ -246,7 +249,7 @@ func opImageMkfs(ctx context.Context, c Caller, raw json.RawMessage) (any, error
 	if a.SizeBytes < minImageSize || a.SizeBytes > maxImageSize || a.SizeBytes%4096 != 0 {
 		return nil, fmt.Errorf("%w: image size %d: use a multiple of 4 KiB between 512 MiB and 1 TiB", ErrRefused, a.SizeBytes)
 	}
-	if !labelRe.MatchString(a.Label) {
+	if !labelRe().MatchString(a.Label) {
 		return nil, fmt.Errorf("%w: filesystem label %q", ErrRefused, a.Label)
 	}
 	out, err := openOwned(c, a.Out, true) // the caller's, one link
@@ -393,7 +396,7 @@ func makeStaging(c Caller) (string, error) {
 // checkStaging accepts only a staging directory made by makeStaging for
 // the same caller.
 func checkStaging(c Caller, p string) (string, error) {
-	if !stagingRe.MatchString(p) {
+	if !stagingRe().MatchString(p) {
 		return "", fmt.Errorf("%w: %q is not a banger build staging directory", ErrRefused, p)
 	}
 	fi, err := os.Lstat(p)

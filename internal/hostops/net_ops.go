@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 
 	"banger/internal/network"
 )
@@ -15,7 +16,8 @@ import (
 // BridgePrefix starts every bridge name a privileged op accepts.
 const BridgePrefix = "banger"
 
-var tapNameRE = regexp.MustCompile(`^bgt-[a-z0-9]{1,11}$`)
+// tapNameRE is compiled on first use (see stagingRe).
+var tapNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^bgt-[a-z0-9]{1,11}$`) })
 
 // BridgeArgs names a bridge and, for ensure-bridge, its address and subnet.
 type BridgeArgs struct {
@@ -180,8 +182,8 @@ func checkOpBridge(op, name string) error {
 }
 
 func checkTapName(op, name string) error {
-	if !tapNameRE.MatchString(name) {
-		return fmt.Errorf("%w: %s: tap %q is not banger's: tap names must match %s", ErrRefused, op, name, tapNameRE)
+	if !tapNameRE().MatchString(name) {
+		return fmt.Errorf("%w: %s: tap %q is not banger's: tap names must match %s", ErrRefused, op, name, tapNameRE())
 	}
 	return nil
 }

@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"text/tabwriter"
+)
+
+// The table prints byte for byte what text/tabwriter printed before it:
+// ragged rows, empty cells, wide runes, and cell text holding tabs,
+// newlines, form feeds and tabwriter's escape byte.
+func TestTableMatchesTabwriter(t *testing.T) {
+	pieces := []string{"", "a", "dev", "stopped", "10.200.0.2", "1 GiB", "héllo", "日本語", "-", "x y", "\t", "\n", "\f", "\v", "\xff", "a\xffb\xff", "  "}
+	r := rand.New(rand.NewPCG(1, 2))
+	check := func(rows [][]string) {
+		t.Helper()
+		var want, got bytes.Buffer
+		tw := tabwriter.NewWriter(&want, 0, 0, 2, ' ', 0)
+		for _, row := range rows {
+			tw.Write([]byte(strings.Join(row, "\t") + "\n"))
+		}
+		tw.Flush()
+		tb := newTable(&got)
+		for _, row := range rows {
+			tb.row(row...)
+		}
+		tb.flush()
+		if got.String() != want.String() {
+			t.Fatalf("rows %q:\ngot\n%q\nwant\n%q", rows, got.String(), want.String())
+		}
+	}
+	check(nil)
+	check([][]string{{"NAME", "ID", "STATE"}, {"dev", "a1b2", "running"}, {"longer-name", "ff", "stopped"}})
+	for range 3000 {
+		var rows [][]string
+		for range r.IntN(6) {
+			var row []string
+			for range r.IntN(5) {
+				var c string
+				for range r.IntN(3) {
+					c += pieces[r.IntN(len(pieces))]
+				}
+				row = append(row, c)
+			}
+			rows = append(rows, row)
+		}
+		check(rows)
+	}
+}
+
+// A table used twice starts afresh.
+func TestTableFlushResets(t *testing.T) {
+	var b bytes.Buffer
+	tb := newTable(&b)
+	tb.row("a\tb", "c")
+	tb.flush()
+	tb.row("x", "y")
+	tb.flush()
+	if want := "a  b  c\nx  y\n"; b.String() != want {
+		t.Fatalf("got %q, want %q", b.String(), want)
+	}
+}
