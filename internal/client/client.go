@@ -100,8 +100,7 @@ func readBody(r io.Reader, length int64) ([]byte, error) {
 }
 
 // decodeReply decodes a JSON-RPC reply in one pass, the result straight
-// into out (whose strings may share body's bytes: body must not change
-// after) (a RawMessage in between cost a copy and two more scans: most of
+// into out (a RawMessage in between cost a copy and two more scans: most of
 // `vm list`'s time with hundreds of VMs).
 func decodeReply(method string, body []byte, out any) error {
 	rpcErr, err := walkReply(body, out)

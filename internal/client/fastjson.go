@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
-	"unsafe"
 )
 
 // A one-pass decoder for daemon replies. encoding/json scans a value twice
@@ -309,9 +308,7 @@ func setPlain(val []byte, v reflect.Value) bool {
 		if !ascii && !utf8.Valid(s) {
 			return false
 		}
-		// The string shares the reply's bytes (decodeReply owns them and
-		// nothing writes to them again): no allocation per field.
-		v.SetString(unsafe.String(unsafe.SliceData(s), len(s)))
+		v.SetString(string(s))
 		return true
 	case reflect.Bool:
 		switch string(val) {
