@@ -365,3 +365,63 @@ func TestPublish(t *testing.T) {
 	e.ok("vm", "delete", "other")
 	e.assertClean()
 }
+
+// TestForwardWakesSuspendedVM: a suspended VM keeps its published and
+// automatic forwards, and a connection to one restores it (the same guest:
+// same boot id) and is carried through; a paused VM keeps them too; vm stop
+// of the suspended VM closes them.
+func TestForwardWakesSuspendedVM(t *testing.T) {
+	e := newEnv(t, "")
+	e.registerImage()
+	pub := pubPort()
+	e.ok("vm", "create", "web", "--publish", fmt.Sprintf("%d:9090", pub))
+	v := e.vm("web")
+	guest := guestAddr(v.CID)
+	e.pubListen(guest+":9090", "svc")
+	autoPort := pubPort()
+	for autoPort == pub {
+		autoPort = pubPort()
+	}
+	e.pubListen(fmt.Sprintf("%s:%d", guest, autoPort), "auto")
+	pubAddr, autoAddr := fmt.Sprintf("127.0.0.1:%d", pub), fmt.Sprintf("127.0.0.1:%d", autoPort)
+	e.pubWait("the automatic forward", func() bool { return e.pubListening(autoPort) })
+	boot := e.guestHealth("web").BootID
+
+	e.ok("vm", "pause", "web")
+	time.Sleep(2 * time.Second) // a poll or two
+	if !e.pubListening(pub) || !e.pubListening(autoPort) {
+		t.Fatalf("a paused vm lost its forwards (published %v, auto %v)", e.pubListening(pub), e.pubListening(autoPort))
+	}
+	e.ok("vm", "resume", "web")
+
+	for _, tt := range []struct{ addr, name string }{{pubAddr, "svc"}, {autoAddr, "auto"}} {
+		e.ok("vm", "suspend", "web")
+		if s := e.vm("web").State; s != "suspended" {
+			t.Fatalf("state %s after vm suspend", s)
+		}
+		time.Sleep(2 * time.Second) // a poll or two must not close them
+		if !e.pubListening(pub) || !e.pubListening(autoPort) {
+			t.Fatalf("a suspended vm lost its forwards (published %v, auto %v)", e.pubListening(pub), e.pubListening(autoPort))
+		}
+		t0 := time.Now()
+		ans, err := e.pubAsk(tt.addr, "hello")
+		if err != nil || ans != tt.name+":hello" {
+			t.Fatalf("through %s of the suspended vm: %q, %v", tt.addr, ans, err)
+		}
+		t.Logf("a connection to %s woke the vm and was answered in %s", tt.addr, time.Since(t0).Round(time.Millisecond))
+		if s := e.vm("web").State; s != "running" {
+			t.Fatalf("state %s after a connection to a forward", s)
+		}
+		if b := e.guestHealth("web").BootID; b != boot {
+			t.Fatalf("boot id %s after the wake, want %s: not the same guest", b, boot)
+		}
+	}
+
+	e.ok("vm", "suspend", "web")
+	e.ok("vm", "stop", "web")
+	if e.pubListening(pub) || e.pubListening(autoPort) {
+		t.Errorf("forwards of a suspended vm still listen after vm stop")
+	}
+	e.ok("vm", "delete", "web")
+	e.assertClean()
+}

@@ -81,6 +81,10 @@ type vmForwards struct {
 	listeners []api.GuestListener  // as last read
 	note      string               // why listeners are not known
 	polling   bool
+	// asleep: the VM is suspended and its forwards stay open; the next
+	// process it runs under (the restore a connection wakes it with) takes
+	// them over (entry).
+	asleep bool
 }
 
 // heldForward is one forward, open (l != nil) or waiting for its port.
@@ -99,6 +103,10 @@ func newForwarder(back forwardBackend, auto bool, log *slog.Logger, emit func(ap
 // The caller holds m.mu.
 func (m *forwarder) entry(vm fwdVM, pid int) *vmForwards {
 	e := m.vms[vm.ID]
+	if e != nil && e.pid != pid && e.asleep {
+		e.pid, e.asleep, e.since, e.vm = pid, false, time.Now(), vm
+		return e
+	}
 	if e != nil && e.pid != pid {
 		m.closeLocked(e, "vm restarted")
 		e = nil
@@ -319,6 +327,29 @@ func (m *forwarder) closeLocked(e *vmForwards, why string) {
 	delete(m.vms, e.vm.ID)
 }
 
+// sleepThrough keeps the VM's forwards open across release, the teardown
+// of a VM being suspended (which closes a VM's forwards): they stay open
+// while it sleeps, and a connection to one wakes it (agentForwards.wake).
+// A stop or delete of the suspended VM closes them as any other.
+func (m *forwarder) sleepThrough(id string, release func()) {
+	m.mu.Lock()
+	e := m.vms[id]
+	delete(m.vms, id)
+	m.mu.Unlock()
+	release()
+	if e == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.vms[id] != nil || m.ctx.Err() != nil {
+		m.closeLocked(e, "vm suspended")
+		return
+	}
+	e.asleep = true
+	m.vms[id] = e
+}
+
 // closeAll closes every forward (daemon shutdown); nothing opens after.
 func (m *forwarder) closeAll() {
 	m.mu.Lock()
@@ -331,12 +362,13 @@ func (m *forwarder) closeAll() {
 
 // forget drops VMs not in live (id -> pid, as listed at asOf): they
 // stopped behind the manager's back, or restarted. A record made after
-// asOf (a start that finished since) is newer than the list and kept.
+// asOf (a start that finished since) is newer than the list and kept, and
+// so are those of VMs asleep (suspended).
 func (m *forwarder) forget(live map[string]int, asOf time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, e := range m.vms {
-		if e.since.After(asOf) {
+		if e.since.After(asOf) || e.asleep {
 			continue
 		}
 		if pid, ok := live[id]; !ok || pid != e.pid {

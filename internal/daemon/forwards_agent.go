@@ -16,11 +16,21 @@ import (
 // agentForwards is the forward manager's real backend: host listeners from
 // internal/forward whose connections go over the VM's vsock to its agent,
 // which connects to the guest's loopback port.
-type agentForwards struct{ log *slog.Logger }
+type agentForwards struct {
+	log *slog.Logger
+	// wake makes the VM run before a connection is tunnelled: a suspended
+	// or paused VM is woken by a connection to one of its forwards.
+	wake func(ctx context.Context, id string) error
+}
 
 func (b agentForwards) listen(ctx context.Context, addr string, vm fwdVM, guestPort int) (heldListener, error) {
 	path := vm.VsockPath
 	dial := func(ctx context.Context) (net.Conn, error) {
+		if b.wake != nil {
+			if err := b.wake(ctx, vm.ID); err != nil {
+				return nil, err
+			}
+		}
 		conn, err := firecracker.DialVsock(ctx, path, agent.DefaultPort)
 		if err != nil {
 			return nil, fmt.Errorf("dialling the agent of vm %s: %w", vm.Name, err)

@@ -82,13 +82,13 @@ func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
 	}
 	live := map[string]int{}
 	for _, v := range vms {
-		if v.State == api.StateRunning && v.PID > 0 {
-			live[v.ID] = v.PID
+		if (v.State == api.StateRunning || v.State == api.StatePaused) && v.PID > 0 {
+			live[v.ID] = v.PID // a paused VM keeps its forwards
 		}
 	}
 	d.fwd.forget(live, asOf)
 	for _, v := range vms {
-		if _, ok := live[v.ID]; !ok || !d.fwd.startPoll(fwdOf(&v), v.PID) {
+		if _, ok := live[v.ID]; !ok || v.State != api.StateRunning || !d.fwd.startPoll(fwdOf(&v), v.PID) {
 			continue
 		}
 		polls.Add(1)

@@ -263,3 +263,39 @@ func TestWantedAuto(t *testing.T) {
 		t.Errorf("wantedAuto = %v", got)
 	}
 }
+
+// A suspended VM keeps its forwards through the teardown that closes a
+// VM's forwards; polls leave them; the process it is restored to takes them
+// over unchanged; a stop of the suspended VM closes them.
+func TestForwarderSleepThrough(t *testing.T) {
+	m, b, _ := newTestForwarder(true)
+	vm := fwdVM{ID: "v1", Name: "web"}
+	pubs := []store.Published{{VMID: "v1", HostAddr: "127.0.0.1", HostPort: 8080, GuestPort: 80}}
+	m.holdPublished(vm, 7, pubs)
+	m.applyListeners(vm, 7, []api.GuestListener{lst("127.0.0.1", 3000)}, "")
+	want := []string{"127.0.0.1:3000>3000", "127.0.0.1:8080>80"}
+	if got := b.held(); !slices.Equal(got, want) {
+		t.Fatalf("held %q", got)
+	}
+	m.sleepThrough(vm.ID, func() { m.closeVM(vm.ID, "vm stopped") }) // suspend's teardown
+	if got := b.held(); !slices.Equal(got, want) {
+		t.Fatalf("suspended: held %q, want %q", got, want)
+	}
+	m.forget(map[string]int{}, time.Now()) // a poll: the VM does not run
+	if got := b.held(); !slices.Equal(got, want) {
+		t.Fatalf("a poll closed a sleeping vm's forwards: %q", got)
+	}
+	held := b.open["127.0.0.1:8080"]
+	if opened := m.holdPublished(vm, 9, pubs); len(opened) != 0 || b.open["127.0.0.1:8080"] != held {
+		t.Fatalf("the restored process reopened the forward (opened %+v)", opened)
+	}
+	m.forget(map[string]int{"v1": 9}, time.Now().Add(time.Second))
+	if got := b.held(); !slices.Equal(got, want) {
+		t.Fatalf("restored: held %q, want %q", got, want)
+	}
+	m.sleepThrough(vm.ID, func() { m.closeVM(vm.ID, "vm stopped") })
+	m.closeVM(vm.ID, "vm stopped") // vm stop of the suspended vm
+	if got := b.held(); len(got) != 0 {
+		t.Fatalf("stop of a suspended vm left %q", got)
+	}
+}

@@ -153,6 +153,20 @@ func (d *Daemon) wakeForUse(ctx context.Context, vm store.VM) (store.VM, error) 
 	return cur, nil
 }
 
+// wakeForConnection wakes the VM id when it sleeps, for a connection to one
+// of its forwards; a running VM costs one store read.
+func (d *Daemon) wakeForConnection(ctx context.Context, id string) error {
+	vm, err := d.store.GetVM(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reading vm %s for a forwarded connection: %w", id, err)
+	}
+	if !sleeping(vm.State) {
+		return nil
+	}
+	_, err = d.wakeForUse(ctx, vm)
+	return err
+}
+
 // wakeByName is the DNS server's WakeFunc.
 func (d *Daemon) wakeByName(ctx context.Context, name string) error {
 	vm, err := d.store.GetVMByName(ctx, name)

@@ -23,7 +23,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	d.net = &netState{}
 	d.stats = newStatsState()
 	d.taps = newTapPool()
-	d.fwd = newForwarder(agentForwards{log: d.log}, d.cfg.AutoForward, d.log, d.events.publish)
+	d.fwd = newForwarder(agentForwards{log: d.log, wake: d.wakeForConnection}, d.cfg.AutoForward, d.log, d.events.publish)
 	if d.checkTap == nil {
 		d.checkTap = tapReady
 	}

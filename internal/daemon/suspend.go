@@ -299,7 +299,14 @@ func (d *Daemon) finishSuspend(ctx context.Context, vm *store.VM, pid int, reaso
 			return d.stopFailed(ctx, vm, err, ins...)
 		}
 	}
-	if err := d.teardown(ctx, vm); err != nil {
+	var err error
+	release := func() { err = d.teardown(ctx, vm) }
+	if d.fwd != nil {
+		d.fwd.sleepThrough(vm.ID, release) // its forwards stay open; a connection wakes it
+	} else {
+		release()
+	}
+	if err != nil {
 		d.log.Warn("releasing host resources of a suspended vm", "vm", vm.Name, "err", err)
 		vm.LastError = "suspended, but releasing host resources failed: " + err.Error()
 	}
@@ -432,6 +439,7 @@ func (d *Daemon) discardSnapshotLocked(ctx context.Context, vm *store.VM, reason
 	if err := removeSnapshot(vm); err != nil {
 		return "", err
 	}
+	d.forwardsDown(vm, "vm stopped") // kept open while it slept
 	vm.State = api.StateStopped
 	vm.StopReason = reason
 	if err := d.saveVM(ctx, vm); err != nil {
