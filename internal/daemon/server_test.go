@@ -73,7 +73,7 @@ type testDaemon struct {
 	once   sync.Once
 }
 
-func testEnv(t *testing.T) func(string) string {
+func testEnv(t testing.TB) func(string) string {
 	dir, err := os.MkdirTemp("/tmp", "bgd-")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func testEnv(t *testing.T) func(string) string {
 	return func(k string) string { return env[k] }
 }
 
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

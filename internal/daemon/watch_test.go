@@ -21,7 +21,7 @@ import (
 
 // unitDaemon is a daemon that is not serving: its store, locks and process
 // watcher, over the fake host, for tests that drive its methods directly.
-func unitDaemon(t *testing.T) *Daemon {
+func unitDaemon(t testing.TB) *Daemon {
 	t.Helper()
 	getenv := testEnv(t)
 	paths, err := config.DefaultPaths(getenv)
@@ -41,7 +41,7 @@ func unitDaemon(t *testing.T) *Daemon {
 }
 
 // addVM records a VM (and an image for it) in the store, with its directory.
-func addVM(t *testing.T, d *Daemon, name string) store.VM {
+func addVM(t testing.TB, d *Daemon, name string) store.VM {
 	t.Helper()
 	ctx := context.Background()
 	img, err := d.store.GetImageByName(ctx, "img")
