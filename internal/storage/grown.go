@@ -23,6 +23,9 @@ import (
 
 const keepGrown = 3
 
+// growUseWindow: a grown root used this recently is never trimmed.
+const growUseWindow = 10 * time.Minute
+
 func (m *Manager) rootsDir() string { return filepath.Join(m.seeds, "roots") }
 
 // grownRoot returns the cached image at imagePath grown to size bytes,
@@ -68,7 +71,9 @@ func (m *Manager) grownRoot(ctx context.Context, imageID, imagePath string, size
 }
 
 // trimGrown removes the entries of dir from other versions of the image
-// and all but the keepGrown most recently used sizes of this one.
+// and all but the keepGrown most recently used sizes of this one, except
+// those used in the last growUseWindow: a create copies its entry after
+// grownRoot returns, outside seedMu.
 func (m *Manager) trimGrown(dir, version, keep string) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -92,8 +97,11 @@ func (m *Manager) trimGrown(dir, version, keep string) {
 		}
 	}
 	sort.Slice(cur, func(i, j int) bool { return cur[i].used > cur[j].used })
+	recent := time.Now().Add(-growUseWindow).UnixNano()
 	for _, e := range cur[min(len(cur), keepGrown-1):] {
-		os.Remove(filepath.Join(dir, e.name))
+		if e.used < recent {
+			os.Remove(filepath.Join(dir, e.name))
+		}
 	}
 }
 

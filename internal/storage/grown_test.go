@@ -65,6 +65,15 @@ func TestGrownRootCache(t *testing.T) {
 	}
 
 	for _, size := range []int64{12 << 20, 16 << 20, 20 << 20} {
+		// Entries last used an hour earlier, in the same order: only those
+		// may be trimmed.
+		for _, c := range cached() {
+			p := filepath.Join(seeds, "roots", "img1", c)
+			if fi, err := os.Stat(p); err == nil {
+				old := fi.ModTime().Add(-time.Hour)
+				os.Chtimes(p, old, old)
+			}
+		}
 		if _, err := create(size); err != nil {
 			t.Fatal(err)
 		}
@@ -72,6 +81,18 @@ func TestGrownRootCache(t *testing.T) {
 	}
 	if c := cached(); len(c) != keepGrown || strings.Contains(strings.Join(c, " "), fmt.Sprintf("-%x.ext4", 8<<20)) {
 		t.Errorf("cache after four sizes: %v, want the %d most recent", c, keepGrown)
+	}
+	// One used within growUseWindow is kept even past keepGrown (a create
+	// may be copying it).
+	for _, c := range cached() {
+		now := time.Now()
+		os.Chtimes(filepath.Join(seeds, "roots", "img1", c), now, now)
+	}
+	if _, err := create(28 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if c := cached(); len(c) != keepGrown+1 {
+		t.Errorf("cache after a fifth size with all recently used: %v, want all %d kept", c, keepGrown+1)
 	}
 
 	// A failed grow caches nothing and leaves no half-built file.
