@@ -284,21 +284,6 @@ func TestSuspendRefusals(t *testing.T) {
 	e.assertClean()
 }
 
-// waitRecord waits for fcfake to record a request to path.
-func (e *env) waitRecord(path string) {
-	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, ev := range e.records() {
-			if ev.Event == "request" && ev.Path == path {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	e.t.Fatalf("fcfake got no %s request within 30s\n%s", path, e.daemonLogTail())
-}
-
 // TestSuspendDaemonKilled: bangerd SIGKILLed while Firecracker writes the
 // snapshot, and again while it loads one, recovers to a VM that start,
 // stop and delete work on.
@@ -311,7 +296,7 @@ func TestSuspendDaemonKilled(t *testing.T) {
 
 	// Killed during snapshot create: the suspend is undone, the guest runs on.
 	cmd := e.bangerAsync("vm", "suspend", "k1")
-	e.waitRecord("/snapshot/create")
+	e.waitRecord("request", "/snapshot/create")
 	dpid := e.daemonLockPID()
 	syscall.Kill(dpid, syscall.SIGKILL)
 	waitGone(t, dpid)
@@ -331,7 +316,7 @@ func TestSuspendDaemonKilled(t *testing.T) {
 	e.ok("vm", "suspend", "k1")
 	os.Truncate(e.record, 0)
 	cmd = e.bangerAsync("vm", "start", "k1")
-	e.waitRecord("/snapshot/load")
+	e.waitRecord("request", "/snapshot/load")
 	dpid = e.daemonLockPID()
 	syscall.Kill(dpid, syscall.SIGKILL)
 	waitGone(t, dpid)
@@ -359,7 +344,7 @@ func TestSuspendDaemonKilled(t *testing.T) {
 	e.waitReconciled()
 	os.Truncate(e.record, 0)
 	cmd = e.bangerAsync("vm", "start", "k1")
-	e.waitEvent("start")
+	e.waitRecord("start", "")
 	dpid = e.daemonLockPID()
 	syscall.Kill(dpid, syscall.SIGKILL)
 	waitGone(t, dpid)
@@ -391,7 +376,7 @@ func TestSuspendDaemonKilled(t *testing.T) {
 	boot = e.guestHealth("k2").BootID
 	os.Truncate(e.record, 0)
 	cmd = e.bangerAsync("vm", "suspend", "k2")
-	e.waitResponse("/snapshot/create")
+	e.waitRecord("response", "/snapshot/create")
 	dpid = e.daemonLockPID()
 	syscall.Kill(dpid, syscall.SIGKILL)
 	waitGone(t, dpid)
@@ -421,32 +406,18 @@ func TestSuspendDaemonKilled(t *testing.T) {
 	e.assertClean()
 }
 
-// waitEvent waits for fcfake to record an event (a process "start").
-func (e *env) waitEvent(kind string) {
+// waitRecord waits for fcfake to record an event of kind ("request" and
+// "response" of an API call to path; "start" of a process, path "").
+func (e *env) waitRecord(kind, path string) {
 	e.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, ev := range e.records() {
-			if ev.Event == kind {
+			if ev.Event == kind && (path == "" || ev.Path == path) {
 				return
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	e.t.Fatalf("fcfake recorded no %s event within 30s\n%s", kind, e.daemonLogTail())
-}
-
-// waitResponse waits for fcfake to record its answer to a request to path.
-func (e *env) waitResponse(path string) {
-	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, ev := range e.records() {
-			if ev.Event == "response" && ev.Path == path {
-				return
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	e.t.Fatalf("fcfake answered no %s request within 30s\n%s", path, e.daemonLogTail())
+	e.t.Fatalf("fcfake recorded no %s %s within 30s\n%s", kind, path, e.daemonLogTail())
 }
