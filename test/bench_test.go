@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +116,15 @@ func timeRuns(b *testing.B, daemonPID int, mk func() *exec.Cmd) {
 	b.ReportMetric(float64(ds[(len(ds)-1)*95/100].Microseconds())/1000, "p95-ms")
 	b.ReportMetric(float64(clientCPU.Microseconds())/1000/float64(b.N), "client-cpu-ms")
 	b.ReportMetric(float64(daemonCPU.Microseconds())/1000/float64(b.N), "daemon-cpu-ms")
+}
+
+// selfCPU is this process's user+system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procCPU is the user+system CPU time of pid so far (USER_HZ = 100).
@@ -283,17 +293,33 @@ func BenchmarkVMForwardThroughput(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	var direct, forwarded time.Duration
+	// CPU per 64 MiB of each process on the path, to tell where the
+	// forward's time goes: this test process (client and sink) in each
+	// phase, the `vm forward` CLI and fcfake (the agent's side).
+	fcPID, cliPID := e.vm("dev").PID, fw.cmd.Process.Pid
+	var direct, forwarded, selfDirect, selfForward, cliCPU, fcCPU time.Duration
 	b.ResetTimer()
 	for range b.N {
+		s0 := selfCPU()
 		direct += send(svc.Addr().String())
+		s1, c1, f1 := selfCPU(), procCPU(cliPID), procCPU(fcPID)
 		forwarded += send(fw.addrs[0])
+		s2 := selfCPU()
+		selfDirect += s1 - s0
+		selfForward += s2 - s1
+		cliCPU += procCPU(cliPID) - c1
+		fcCPU += procCPU(fcPID) - f1
 	}
 	b.StopTimer()
 	mbps := func(d time.Duration) float64 { return float64(size) * float64(b.N) / d.Seconds() / 1e6 }
 	b.ReportMetric(mbps(direct), "direct-MB/s")
 	b.ReportMetric(mbps(forwarded), "forward-MB/s")
 	b.ReportMetric(mbps(forwarded)/mbps(direct), "ratio")
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(per(selfDirect), "direct-ends-cpu-ms")
+	b.ReportMetric(per(selfForward), "forward-ends-cpu-ms")
+	b.ReportMetric(per(cliCPU), "forward-cli-cpu-ms")
+	b.ReportMetric(per(fcCPU), "forward-agent-cpu-ms")
 }
 
 // BenchmarkResumeSuspended times vm.start of a suspended VM until its

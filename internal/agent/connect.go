@@ -233,9 +233,11 @@ type tunnel struct {
 	wmu  sync.Mutex
 	wEOF bool
 	wbuf []byte // header and payload of Write, grown to what it is given
-	// rbuf and wplain are the plain (non-splice) copy paths' buffers of
-	// WriteTo and ReadFrom; wplain has room for a frame header in front.
+	// rbuf and wplain are the copy paths' buffers of WriteTo and
+	// ReadFrom; wplain has room for a frame header in front. grow: WriteTo
+	// has seen a bulk transfer and reads whole frames.
 	rbuf, wplain []byte
+	grow         bool
 }
 
 // plainChunk is the plain copy paths' buffer size: a guest may hold a
@@ -288,7 +290,14 @@ func (t *tunnel) Read(p []byte) (int, error) {
 // io.EOF for the EOF frame.
 func (t *tunnel) readHeader() error {
 	var hdr [4]byte
-	if _, err := io.ReadFull(t.r, hdr[:]); err != nil {
+	// With nothing buffered the header is read alone from the connection:
+	// reading it through the buffer would pull payload in with it, which
+	// the splicing WriteTo then has to copy out in a write of its own.
+	src := t.r
+	if br, ok := t.r.(*bufio.Reader); ok && br.Buffered() == 0 {
+		src = t.Conn
+	}
+	if _, err := io.ReadFull(src, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) {
 			// Closed without an EOF frame: an abort, not a clean end.
 			return fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
