@@ -20,8 +20,12 @@ type Server struct {
 	h   mdns.Handler
 	log *slog.Logger
 
+	// openUDP makes a UDP listener: the platform's fastest (udp_linux.go)
+	// unless a test picks the portable one.
+	openUDP func(ip net.IP, port int) (udpListener, error)
+
 	mu     sync.Mutex
-	udp    []*udpServer
+	udp    []udpListener
 	tcp    []*mdns.Server
 	addrs  []string
 	closed bool
@@ -32,7 +36,7 @@ func NewServer(h mdns.Handler, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{h: h, log: log}
+	return &Server{h: h, log: log, openUDP: openUDP}
 }
 
 // Listen binds UDP and TCP on addr ("host:port"; port 0 picks one free port
@@ -42,8 +46,13 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("dns listen address %q: %w; use host:port such as 127.0.0.1:42069", addr, err)
 	}
-	if ip := net.ParseIP(host); ip == nil {
+	ip := net.ParseIP(host)
+	if ip == nil {
 		return fmt.Errorf("dns listen address %q: %q is not an IP address", addr, host)
+	}
+	portNum, err := net.LookupPort("udp", port)
+	if err != nil {
+		return fmt.Errorf("dns listen address %q: %q is not a port number", addr, port)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -51,29 +60,27 @@ func (s *Server) Listen(addr string) error {
 		return errors.New("dns server is closed")
 	}
 	var (
-		pc *net.UDPConn
+		pc udpListener
 		ln net.Listener
 	)
 	// With port 0 the UDP port is chosen first and TCP must get the same;
 	// retry a few times if another process holds it on TCP.
 	for attempt := 0; ; attempt++ {
-		var c net.PacketConn
-		c, err = net.ListenPacket("udp", net.JoinHostPort(host, port))
+		pc, err = s.openUDP(ip, portNum)
 		if err != nil {
 			return fmt.Errorf("dns: listening on udp %s: %w (is another dns server or banger daemon running? change dns_listen_addr)", addr, err)
 		}
-		pc = c.(*net.UDPConn)
-		bound := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+		bound := strconv.Itoa(pc.localAddr().Port)
 		ln, err = net.Listen("tcp", net.JoinHostPort(host, bound))
 		if err == nil {
 			break
 		}
-		pc.Close()
-		if port != "0" || attempt >= 10 {
+		_ = pc.close()
+		if portNum != 0 || attempt >= 10 {
 			return fmt.Errorf("dns: listening on tcp %s: %w (is another dns server or banger daemon running? change dns_listen_addr)", net.JoinHostPort(host, bound), err)
 		}
 	}
-	bound := pc.LocalAddr().String()
+	bound := pc.localAddr().String()
 	tcp := &mdns.Server{Listener: ln, Handler: s.h, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 	started := make(chan struct{})
 	failed := make(chan error, 1)
@@ -94,11 +101,12 @@ func (s *Server) Listen(addr string) error {
 	select {
 	case <-started:
 	case err := <-failed:
-		pc.Close()
+		_ = pc.close()
 		ln.Close()
 		return fmt.Errorf("dns: serving tcp on %s: %w", bound, err)
 	}
-	s.udp = append(s.udp, newUDPServer(pc, s.h))
+	pc.serve(s.h)
+	s.udp = append(s.udp, pc)
 	s.tcp = append(s.tcp, tcp)
 	s.addrs = append(s.addrs, bound)
 	s.log.Info("dns listening", "addr", bound, "proto", "udp+tcp")

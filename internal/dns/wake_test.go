@@ -50,7 +50,7 @@ func (f *fakeWaker) count(name string) int {
 	return f.calls[name]
 }
 
-func startWakingServer(t *testing.T, maxWait time.Duration) (*Server, *Records, *fakeWaker) {
+func startWakingServer(t *testing.T, maxWait time.Duration, opts ...func(*Server)) (*Server, *Records, *fakeWaker) {
 	t.Helper()
 	recs := NewRecords()
 	recs.Set("web", netip.MustParseAddr("172.16.0.3"))
@@ -58,6 +58,9 @@ func startWakingServer(t *testing.T, maxWait time.Duration) (*Server, *Records, 
 	fw := newFakeWaker(recs)
 	h := NewWakingHandler(NewHandler(recs, netip.MustParsePrefix("172.16.0.0/24")), recs, fw.wake, maxWait, nil)
 	s := NewServer(h, nil)
+	for _, o := range opts {
+		o(s)
+	}
 	t.Cleanup(func() { _ = s.Close() })
 	t.Cleanup(func() {
 		select {
@@ -103,9 +106,14 @@ func waitStarted(t *testing.T, fw *fakeWaker, want string) {
 // listener answers other names meanwhile; queries sharing a name share
 // one wake.
 func TestWakeOnQuery(t *testing.T) {
-	for _, network := range []string{"udp", "tcp"} {
+	for _, network := range []string{"udp", "udp-netpoller", "tcp"} {
 		t.Run(network, func(t *testing.T) {
-			s, recs, fw := startWakingServer(t, time.Minute)
+			var opts []func(*Server)
+			if network == "udp-netpoller" {
+				network = "udp"
+				opts = append(opts, func(s *Server) { s.openUDP = openPollUDP })
+			}
+			s, recs, fw := startWakingServer(t, time.Minute, opts...)
 			addr := s.Addrs()[0]
 			a := asyncQuery(t, network, addr, "dev.vm.", mdns.TypeA)
 			waitStarted(t, fw, "dev")
