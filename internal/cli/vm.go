@@ -14,6 +14,9 @@ import (
 )
 
 func (a *app) addVMCommands(root *cobra.Command) {
+	if !a.wants("vm", "vms") {
+		return
+	}
 	vm := &cobra.Command{
 		Use:     "vm",
 		Short:   "Create, run and manage VMs",
