@@ -259,18 +259,25 @@ func fieldError(key []byte, err error) error {
 }
 
 func decodeSliceAt(data []byte, i int, v reflect.Value, elem *typePlan) (int, error) {
-	s := reflect.MakeSlice(v.Type(), 0, 8)
+	s := reflect.New(v.Type()).Elem() // addressable, for Grow and SetLen
+	s.Set(reflect.MakeSlice(v.Type(), 0, 8))
 	i = skipSpace(data, i+1)
 	if i < len(data) && data[i] == ']' {
 		v.Set(s)
 		return i + 1, nil
 	}
-	zero := reflect.Zero(v.Type().Elem())
 	for {
-		s = reflect.Append(s, zero)
+		if s.Len() == s.Cap() {
+			s.Grow(s.Len()) // doubles; the new tail is zeroed
+		}
+		// s is fresh: every slot past its length is still zero.
+		s.SetLen(s.Len() + 1)
 		end, err := decodeAt(data, i, s.Index(s.Len()-1), elem)
 		if err != nil {
 			return 0, err
+		}
+		if s.Len() == 1 {
+			presize(s, end-i, len(data)-end)
 		}
 		i = skipSpace(data, end)
 		if i >= len(data) {
@@ -284,6 +291,26 @@ func decodeSliceAt(data []byte, i int, v reflect.Value, elem *typePlan) (int, er
 			return 0, &syntaxError{"want , or ] in array", i}
 		}
 		i = skipSpace(data, i+1)
+	}
+}
+
+// presize grows s, holding its first element, to the number of elements
+// the rest of the reply would hold were they all as long as that one (each
+// elemLen bytes of JSON): `vm list` then allocates its 500 VMs once instead
+// of doubling to them, a copy and an abandoned array per step. Only
+// structs, and only as much memory as about the reply's size: a short
+// element early in a big reply must not reserve a huge slice.
+func presize(s reflect.Value, elemLen, rest int) {
+	et := s.Type().Elem()
+	if et.Kind() != reflect.Struct || elemLen <= 0 || et.Size() == 0 {
+		return
+	}
+	n := rest/elemLen + 1
+	if limit := 2*rest/int(et.Size()) + 1; n > limit {
+		n = limit
+	}
+	if n > s.Cap() {
+		s.Grow(n - s.Len())
 	}
 }
 
