@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type typePlan struct {
 	fields map[string]fieldPlan // kindStruct
 	keys   []string             // kindStruct: every JSON name, in field order
 	byKey  []fieldPlan          // kindStruct: the plan of keys[i]
+	lower  bool                 // kindStruct: every key is ASCII without capitals
 	elem   *typePlan            // kindStructSlice
 }
 
@@ -128,6 +130,7 @@ func planLocked(t reflect.Type) *typePlan {
 			byKey = append(byKey, fp)
 		}
 		p.kind, p.fields, p.keys, p.byKey = kindStruct, fields, keys, byKey
+		p.lower = !slices.ContainsFunc(keys, func(k string) bool { return !asciiLower([]byte(k)) })
 	case k == reflect.Slice:
 		if e := planLocked(t.Elem()); e.kind == kindStruct {
 			p.kind, p.elem = kindStructSlice, e
@@ -222,9 +225,13 @@ func decodeStructAt(data []byte, i int, v reflect.Value, p *typePlan) (int, erro
 				return 0, fieldError(key, err)
 			}
 		} else {
-			for _, k := range p.keys {
-				if strings.EqualFold(k, string(key)) {
-					return 0, errSlow // encoding/json would fill that field
+			// encoding/json matches keys ignoring case; between ASCII
+			// keys without capitals that is the exact match that failed.
+			if !p.lower || !asciiLower(key) {
+				for _, k := range p.keys {
+					if strings.EqualFold(k, string(key)) {
+						return 0, errSlow // encoding/json would fill that field
+					}
 				}
 			}
 			end, err := skipValue(data, i)
@@ -250,6 +257,16 @@ func decodeStructAt(data []byte, i int, v reflect.Value, p *typePlan) (int, erro
 		}
 		i = skipSpace(data, i+1)
 	}
+}
+
+// asciiLower reports whether b is ASCII without capital letters.
+func asciiLower(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 || (c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 // fieldError keeps encoding/json's error types (the client tells a result
