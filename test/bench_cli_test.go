@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -34,11 +36,15 @@ type timedCmd struct {
 }
 
 // compare runs each command b.N times (after one warm-up each), alternating,
-// and reports every side's median and p95 wall time and the ratio of the
-// first side's median to each other side's ("<first>/<other>").
+// and reports every side's median and p95 wall time, the ratio of the
+// first side's median to each other side's ("<first>/<other>"), and each
+// side's median page faults (minor faults from rusage: on a loaded or
+// virtualised host they are much of a short process's time, and unlike
+// wall time they do not move with the load).
 func compare(b *testing.B, sides ...timedCmd) {
 	b.Helper()
-	runOne := func(s timedCmd) time.Duration {
+	faults := make([][]int64, len(sides))
+	runOne := func(j int, s timedCmd) time.Duration {
 		cmd := s.mk()
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -48,19 +54,22 @@ func compare(b *testing.B, sides ...timedCmd) {
 		if err != nil {
 			b.Fatalf("%s: %v: %s", s.name, err, out.Bytes())
 		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && j >= 0 {
+			faults[j] = append(faults[j], ru.Minflt)
+		}
 		if s.after != nil {
 			s.after()
 		}
 		return d
 	}
 	for _, s := range sides {
-		runOne(s)
+		runOne(-1, s)
 	}
 	ds := make([][]time.Duration, len(sides))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j, s := range sides {
-			ds[j] = append(ds[j], runOne(s))
+			ds[j] = append(ds[j], runOne(j, s))
 		}
 	}
 	b.StopTimer()
@@ -70,6 +79,10 @@ func compare(b *testing.B, sides ...timedCmd) {
 		med[j] = float64(ds[j][len(ds[j])/2].Microseconds()) / 1000
 		b.ReportMetric(med[j], s.name+"-median-ms")
 		b.ReportMetric(float64(ds[j][(len(ds[j])-1)*95/100].Microseconds())/1000, s.name+"-p95-ms")
+		if len(faults[j]) > 0 {
+			slices.Sort(faults[j])
+			b.ReportMetric(float64(faults[j][len(faults[j])/2]), s.name+"-faults")
+		}
 	}
 	for j := 1; j < len(sides); j++ {
 		if med[j] > 0 {

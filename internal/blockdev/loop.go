@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,7 +26,7 @@ const (
 	LoopMajor = 7
 )
 
-var loopDevRe = regexp.MustCompile(`^/dev/loop[0-9]+$`)
+var loopDevRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^/dev/loop[0-9]+$`) })
 
 // ErrNotLoop marks a device name that is not /dev/loopN.
 var ErrNotLoop = errors.New("not a loop device")
@@ -34,7 +35,7 @@ var ErrNotLoop = errors.New("not a loop device")
 var ErrNotAttached = errors.New("loop device not attached")
 
 // IsLoopDev reports whether dev is a /dev/loopN name.
-func IsLoopDev(dev string) bool { return loopDevRe.MatchString(dev) }
+func IsLoopDev(dev string) bool { return loopDevRe().MatchString(dev) }
 
 func checkLoopName(dev string) error {
 	if !IsLoopDev(dev) {

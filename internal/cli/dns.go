@@ -15,6 +15,9 @@ import (
 
 // addDNSCommands registers `dns setup`.
 func (a *app) addDNSCommands(root *cobra.Command) {
+	if !a.wants("dns") {
+		return
+	}
 	dns := &cobra.Command{
 		Use:     "dns",
 		Short:   "Make NAME.vm resolve on the host",

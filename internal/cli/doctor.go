@@ -16,6 +16,9 @@ import (
 )
 
 func (a *app) addDoctorCommand(root *cobra.Command) {
+	if !a.wants("doctor") {
+		return
+	}
 	var jsonOut bool
 	var ignore []string
 	cmd := &cobra.Command{

@@ -12,6 +12,9 @@ import (
 )
 
 func (a *app) addImageCommands(root *cobra.Command) {
+	if !a.wants("image", "images") {
+		return
+	}
 	img := &cobra.Command{
 		Use:     "image",
 		Short:   "Register, list and delete guest images",

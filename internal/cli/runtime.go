@@ -23,9 +23,13 @@ func (a *app) addRuntimeCommands(root *cobra.Command) {
 		Use:   "runtime",
 		Short: "Install and inspect the runtime bundle (Firecracker, guest kernel, agent, SSH key)",
 	}
-	rt.AddCommand(a.runtimeInstallCmd(), a.runtimeShowCmd())
-	root.AddCommand(rt)
-
+	if a.wants("runtime") {
+		rt.AddCommand(a.runtimeInstallCmd(), a.runtimeShowCmd())
+		root.AddCommand(rt)
+	}
+	if !a.wants("image", "images") {
+		return
+	}
 	var img *cobra.Command
 	for _, c := range root.Commands() {
 		if c.Name() == "image" {

@@ -23,7 +23,9 @@ func (a *app) addSSHCommands(root *cobra.Command) {
 			c.AddCommand(a.vmSSHCmd(), a.vmExecCmd())
 		}
 	}
-	root.AddCommand(a.sshConfigCmd())
+	if a.wants("ssh-config") {
+		root.AddCommand(a.sshConfigCmd())
+	}
 }
 
 func (a *app) vmSSHCmd() *cobra.Command {

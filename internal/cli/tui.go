@@ -15,7 +15,12 @@ import (
 // then walks the whole command tree to add dynamic completion, live
 // progress on `vm start`/`vm restart`, and examples where a command has none.
 func (a *app) addTUICommands(root *cobra.Command) {
-	root.AddCommand(a.tuiCmd(), a.completionCmd())
+	if a.wants("tui") {
+		root.AddCommand(a.tuiCmd())
+	}
+	if a.wants("completion") {
+		root.AddCommand(a.completionCmd())
+	}
 	for _, c := range root.Commands() {
 		if c.Name() == "daemon" {
 			c.AddCommand(a.daemonInstallCmd())

@@ -116,3 +116,42 @@ func TestCallDecodesOnce(t *testing.T) {
 		t.Fatalf("broken reply: %v", err)
 	}
 }
+
+// readBody returns exactly what was sent, with the length known, unknown
+// (a chunked reply, growing past the first 1 MiB), or declared too small.
+func TestReadBody(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", (3<<20)/16+7) // > 1 MiB: grows twice
+	for _, tc := range []struct {
+		name   string
+		body   string
+		length int64
+	}{
+		{"empty", "", 0},
+		{"known", "hello", 5},
+		{"unknown", "hello", -1},
+		{"unknown-big", big, -1},
+		{"known-big", big, int64(len(big))},
+		{"short-length", big, 10},
+	} {
+		got, err := readBody(shortReads(strings.NewReader(tc.body)), tc.length)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if string(got) != tc.body {
+			t.Fatalf("%s: got %d bytes, want %d", tc.name, len(got), len(tc.body))
+		}
+	}
+}
+
+// shortReads gives short reads (at most 64 KiB each), like a chunked HTTP
+// body.
+func shortReads(r io.Reader) io.Reader { return &shortReader{r} }
+
+type shortReader struct{ r io.Reader }
+
+func (s *shortReader) Read(p []byte) (int, error) {
+	if len(p) > 64<<10 {
+		p = p[:64<<10]
+	}
+	return s.r.Read(p)
+}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"banger/internal/command"
 )
@@ -73,7 +74,7 @@ func parseLs(out []byte) ([]Dirent, error) {
 	return ents, nil
 }
 
-var flagsRe = regexp.MustCompile(`Flags: 0x([0-9a-fA-F]+)`)
+var flagsRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`Flags: 0x([0-9a-fA-F]+)`) })
 
 // inodeFlags returns the i_flags of the inode at p in the image.
 func inodeFlags(ctx context.Context, disk, p string) (uint64, error) {
@@ -81,7 +82,7 @@ func inodeFlags(ctx context.Context, disk, p string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("reading %s: %w", p, err)
 	}
-	m := flagsRe.FindSubmatch(out)
+	m := flagsRe().FindSubmatch(out)
 	if m == nil {
 		return 0, fmt.Errorf("reading %s: no flags in debugfs stat output %q", p, trimQ(string(out)))
 	}
@@ -106,7 +107,7 @@ func debugfs(ctx context.Context, disk string, write bool, script string) ([]byt
 	var bad []string
 	for _, line := range strings.Split(string(errOut), "\n") {
 		line = strings.TrimSpace(line)
-		if line == "" || banner.MatchString(line) {
+		if line == "" || banner().MatchString(line) {
 			continue
 		}
 		bad = append(bad, line)
@@ -117,7 +118,7 @@ func debugfs(ctx context.Context, disk string, write bool, script string) ([]byt
 	return out, nil
 }
 
-var banner = regexp.MustCompile(`^debugfs [0-9][0-9.]*[^ ]* \([^)]*\)$`)
+var banner = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^debugfs [0-9][0-9.]*[^ ]* \([^)]*\)$`) })
 
 // quote makes p one debugfs argument: in double quotes, a quote doubled.
 // Newlines and carriage returns end a debugfs request and cannot be quoted.

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -36,7 +37,7 @@ const sysRoot = "/sys"
 var (
 	// A counted repetition like {0,100} compiles into 100 copies and cost
 	// every banger process milliseconds at start; the length is checked apart.
-	dmNameRe = regexp.MustCompile(`^banger-[a-z0-9][a-z0-9-]*$`)
+	dmNameRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^banger-[a-z0-9][a-z0-9-]*$`) })
 )
 
 // BusyError reports a device that is still open; Holders names who holds
@@ -438,7 +439,7 @@ func openMapperNode(name string) (*os.File, error) {
 }
 
 func checkDMName(name string) error {
-	if len(name) > len("banger-")+101 || !dmNameRe.MatchString(name) {
+	if len(name) > len("banger-")+101 || !dmNameRe().MatchString(name) {
 		return fmt.Errorf("%w: device-mapper name %q must start with %q and use only a-z, 0-9 and -", ErrRefused, name, "banger-")
 	}
 	return nil
