@@ -17,7 +17,7 @@ import (
 // Handing memory back after a burst. A daemon that has just run 500 VMs'
 // worth of operations holds more than a fresh one over the same VMs, in
 // three places (BenchmarkDaemon500Running's memory reports, docs/design.md
-// "Memory"):
+// §4 "Memory after a burst"):
 //
 //   - Go heap the runtime keeps once it is garbage: an idle daemon
 //     allocates nothing, so no collection would run for minutes.
