@@ -292,7 +292,7 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 		return nil, fmt.Errorf("creating vm directory %s: %w", vm.Dir, err)
 	}
 	disk := storage.Disk{VMID: vm.ID, VMDir: vm.Dir, ImagePath: spec.image.RootfsPath, ImageID: spec.image.ID, DiskBytes: vm.DiskBytes}
-	st, err := d.storage.CreateRoot(ctx, disk)
+	st, made, err := d.storage.CreateRoot(ctx, disk)
 	if err != nil {
 		return nil, fmt.Errorf("creating root disk for vm %s: %w", vm.Name, err)
 	}
@@ -306,7 +306,7 @@ func (d *Daemon) rpcCreate(ctx context.Context, raw json.RawMessage) (any, error
 	if err := d.end(ctx, &vm, in); err != nil {
 		return nil, fmt.Errorf("recording disks of vm %s: %w", vm.Name, err)
 	}
-	d.progress(&vm, t0, "storage", "root and work disks ready")
+	d.progress(&vm, t0, "storage", "root disk: "+made.String()+"; work disk ready")
 	rv.success()
 	res := api.VMResult{}
 	if !spec.noStart {

@@ -111,6 +111,7 @@ func New(ctx context.Context, opts Options) (*Daemon, error) {
 		d.unlock()
 		return nil, fmt.Errorf("opening store %s: %w", d.paths.DBFile, err)
 	}
+	limitStore(st)
 	d.store = st
 	if err := d.init(ctx); err != nil {
 		st.Close()

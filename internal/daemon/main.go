@@ -72,6 +72,7 @@ func Main(args []string, build BuildInfo) int {
 		}
 		return 1
 	}
+	startMemDebug(log, d)
 	if err := d.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "bangerd: %v\n", err)
 		log.Error("serve failed", "err", err)

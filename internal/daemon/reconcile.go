@@ -52,7 +52,14 @@ func (d *Daemon) init(ctx context.Context) error {
 	d.storage = sm
 	d.initDNS()
 	d.listenOnBridge()
-	if d.vms, err = newRuntimeState(); err != nil {
+	st := d.store
+	keep := keepThreads()
+	trim := func() {
+		if shed := trimMemory(st, keep); shed > 0 {
+			d.log.Debug("memory trimmed", "threads_ended", shed)
+		}
+	}
+	if d.vms, err = newRuntimeState(trim); err != nil {
 		return fmt.Errorf("watching firecracker processes: %w", err)
 	}
 	d.cleanStateDir(ctx)

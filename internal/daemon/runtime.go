@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,34 +100,57 @@ type runtimeState struct {
 	w     *procwatch.Watcher
 	mu    sync.Mutex
 	procs map[string]*proc
-	trim  *time.Timer // hands freed memory back once VMs have gone (trimSoon)
+
+	// The memory trim (memtrim.go), run trimAfter after the last VM
+	// operation or exit of a burst.
+	trimFn      func()
+	trim        *time.Timer
+	trimPending bool
+	trimSince   time.Time // when the pending trim was first asked for
 }
 
-// trimAfter is how long after the last VM process went away the daemon
-// returns freed memory to the system. An idle daemon allocates nothing, so
-// no garbage collection would run for minutes and the runtime would keep
-// the heap of 500 VMs' worth of bookkeeping (31 MiB against 15 MiB fresh,
-// BenchmarkDaemon500Running).
-const trimAfter = 2 * time.Second
-
-// trimSoon schedules debug.FreeOSMemory trimAfter from now, pushing back
-// one already scheduled, so a burst of stops costs one collection.
+// trimSoon schedules the trim trimAfter from now, pushing back one already
+// pending (so a burst costs one trim) for at most trimMaxDelay.
 func (r *runtimeState) trimSoon() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.trim == nil {
-		r.trim = time.AfterFunc(trimAfter, debug.FreeOSMemory)
+	if r == nil {
 		return
 	}
-	r.trim.Reset(trimAfter)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.trimFn == nil {
+		return
+	}
+	now := time.Now()
+	switch {
+	case r.trim == nil:
+		r.trim = time.AfterFunc(trimAfter, r.runTrim)
+	case !r.trimPending:
+		r.trim.Reset(trimAfter)
+	case now.Sub(r.trimSince) < trimMaxDelay:
+		r.trim.Reset(trimAfter)
+		return
+	default:
+		return
+	}
+	r.trimPending, r.trimSince = true, now
 }
 
-func newRuntimeState() (*runtimeState, error) {
+func (r *runtimeState) runTrim() {
+	r.mu.Lock()
+	r.trimPending = false
+	fn := r.trimFn
+	r.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
+func newRuntimeState(trim func()) (*runtimeState, error) {
 	w, err := procwatch.New()
 	if err != nil {
 		return nil, err
 	}
-	return &runtimeState{w: w, procs: map[string]*proc{}}, nil
+	return &runtimeState{w: w, procs: map[string]*proc{}, trimFn: trim}, nil
 }
 
 // close stops watching; the VMs keep running. It waits for exit handlers
@@ -137,6 +159,7 @@ func (r *runtimeState) close() {
 	if r != nil {
 		_ = r.w.Close()
 		r.mu.Lock()
+		r.trimFn = nil // no trim is scheduled after this
 		if r.trim != nil {
 			r.trim.Stop()
 		}

@@ -17,6 +17,7 @@ import (
 	"banger/internal/network"
 	"banger/internal/preflight"
 	"banger/internal/procwatch"
+	"banger/internal/storage"
 	"banger/internal/store"
 )
 
@@ -165,7 +166,7 @@ func (d *Daemon) startLocked(ctx context.Context, vm *store.VM, t0 time.Time) (*
 			return fail("recording the work disk's home check", err)
 		}
 	}
-	d.progress(vm, t0, "storage", "root disk "+st.Driver)
+	d.progress(vm, t0, "storage", "root disk: "+storage.DriverLabel(st.Driver))
 
 	// Network.
 	if err := d.ensureBridge(ctx); err != nil {

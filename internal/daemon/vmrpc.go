@@ -15,7 +15,7 @@ import (
 )
 
 func (d *Daemon) methods() map[string]handler {
-	return d.withProgressEnds(map[string]handler{
+	return d.withTrim(d.withProgressEnds(map[string]handler{
 		api.MethodDaemonStatus:  d.status,
 		api.MethodDaemonStop:    d.stopDaemon,
 		api.MethodVMCreate:      d.rpcCreate,
@@ -39,7 +39,7 @@ func (d *Daemon) methods() map[string]handler {
 		api.MethodImageList:     d.rpcImageList,
 		api.MethodImageDelete:   d.rpcImageDelete,
 		api.MethodImageBuild:    d.rpcImageBuild,
-	})
+	}))
 }
 
 // Per-VM file names inside the VM directory. Kept short: socket paths must

@@ -76,7 +76,7 @@ func BenchmarkCopyRoot(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			imageID := map[string]string{"cached": "bench"}[mode]
 			if mode == "cached" { // built outside the timing
-				if _, err := m.grownRoot(ctx, imageID, img, 8<<30); err != nil {
+				if _, _, err := m.grownRoot(ctx, imageID, img, 8<<30); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -89,7 +89,7 @@ func BenchmarkCopyRoot(b *testing.B) {
 					if _, err := hostops.Run(ctx, "cp", "--sparse=always", img, filepath.Join(dir, "root.ext4")); err != nil {
 						b.Fatal(err)
 					}
-				} else if _, err := m.CreateRoot(ctx, Disk{VMID: fmt.Sprintf("bench%d", i), VMDir: dir, ImagePath: img, ImageID: imageID, DiskBytes: 8 << 30}); err != nil {
+				} else if _, _, err := m.CreateRoot(ctx, Disk{VMID: fmt.Sprintf("bench%d", i), VMDir: dir, ImagePath: img, ImageID: imageID, DiskBytes: 8 << 30}); err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()

@@ -7,6 +7,14 @@ import (
 	"os"
 
 	"banger/internal/hostops"
+
+	"golang.org/x/sys/unix"
+)
+
+// How a disk file was copied (Made.Copy).
+const (
+	CopyReflink = "reflink" // FICLONE: the copy shares the source's extents
+	CopySparse  = "sparse"  // the data extents copied, holes left holes
 )
 
 // SparseCopy copies src to a new file dst: a FICLONE reflink when the
@@ -14,30 +22,43 @@ import (
 // SEEK_HOLE), so holes stay holes. On failure (ENOSPC included) dst is
 // removed and the error names it.
 func SparseCopy(ctx context.Context, src, dst string) error {
+	_, err := sparseCopy(ctx, src, dst)
+	return err
+}
+
+// sparseCopy is SparseCopy, saying which way it copied: CopyReflink or
+// CopySparse.
+func sparseCopy(ctx context.Context, src, dst string) (string, error) {
 	sf, err := os.Open(src)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", src, err)
+		return "", fmt.Errorf("opening %s: %w", src, err)
 	}
 	defer sf.Close()
 	df, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("creating %s: %w", dst, err)
+		return "", fmt.Errorf("creating %s: %w", dst, err)
 	}
-	err = hostops.CopySparse(ctx, df, sf)
+	// hostops.CopySparse tries the reflink first too but does not say
+	// whether it worked; one failed ioctl more is cheap next to a copy.
+	how := CopyReflink
+	if unix.IoctlFileClone(int(df.Fd()), int(sf.Fd())) != nil {
+		how = CopySparse
+		err = hostops.CopySparse(ctx, df, sf)
+	}
 	if cerr := df.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return errors.Join(fmt.Errorf("copying %s to %s: %w", src, dst, err), removeIfThere(dst))
+		return "", errors.Join(fmt.Errorf("copying %s to %s: %w", src, dst, err), removeIfThere(dst))
 	}
-	return nil
+	return how, nil
 }
 
 // copyRoot makes root, the copy driver's root disk: the image (grown to
 // size once and cached, see grown.go, when it has an ID and a seed
 // directory) copied to a temporary name, grown to size when not already,
-// then renamed.
-func (m *Manager) copyRoot(ctx context.Context, imageID, image, root string, size int64) error {
+// then renamed. It fills in made's Copy and Grown.
+func (m *Manager) copyRoot(ctx context.Context, imageID, image, root string, size int64, made *Made) error {
 	tmp := root + ".tmp"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing stale %s: %w", tmp, err)
@@ -46,17 +67,23 @@ func (m *Manager) copyRoot(ctx context.Context, imageID, image, root string, siz
 		return fmt.Errorf("%s already exists", root)
 	}
 	src := image
+	made.Grown = GrownInPlace
 	if imageID != "" && m.seeds != "" {
-		grown, err := m.grownRoot(ctx, imageID, image, size)
+		grown, built, err := m.grownRoot(ctx, imageID, image, size)
 		if err != nil {
 			return err
 		}
 		src = grown
+		made.Grown = GrownCached
+		if built {
+			made.Grown = GrownBuilt
+		}
 	}
-	if err := SparseCopy(ctx, src, tmp); err != nil {
+	how, err := sparseCopy(ctx, src, tmp)
+	if err != nil {
 		return err
 	}
-	var err error
+	made.Copy = how
 	if src == image { // a grown copy is already its size
 		err = growFile(ctx, m.host, tmp, size)
 	}

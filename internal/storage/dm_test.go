@@ -320,7 +320,7 @@ func TestCreateRootBadInput(t *testing.T) {
 					t.Fatal(err)
 				}
 				vmDir := t.TempDir()
-				_, err = m.CreateRoot(context.Background(), Disk{VMID: "abc", VMDir: vmDir, ImagePath: tt.image, DiskBytes: tt.size})
+				_, _, err = m.CreateRoot(context.Background(), Disk{VMID: "abc", VMDir: vmDir, ImagePath: tt.image, DiskBytes: tt.size})
 				if err == nil || !strings.Contains(err.Error(), tt.want) {
 					t.Fatalf("error %v, want %q", err, tt.want)
 				}

@@ -312,7 +312,7 @@ func newDMFixture(t *testing.T) *dmFixture {
 		t.Fatal(err)
 	}
 	d := Disk{VMID: "0123abcdef", VMDir: vmDir, ImagePath: img, DiskBytes: 8 << 20}
-	st, err := m.CreateRoot(context.Background(), d)
+	st, _, err := m.CreateRoot(context.Background(), d)
 	if err != nil {
 		t.Fatalf("CreateRoot: %v", err)
 	}

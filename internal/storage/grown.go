@@ -29,15 +29,15 @@ const growUseWindow = 10 * time.Minute
 func (m *Manager) rootsDir() string { return filepath.Join(m.seeds, "roots") }
 
 // grownRoot returns the cached image at imagePath grown to size bytes,
-// building it when missing. The image of imageID must be bigger than
-// nothing: callers check it first.
-func (m *Manager) grownRoot(ctx context.Context, imageID, imagePath string, size int64) (string, error) {
+// building it when missing (built says so). The image of imageID must be
+// bigger than nothing: callers check it first.
+func (m *Manager) grownRoot(ctx context.Context, imageID, imagePath string, size int64) (path string, built bool, err error) {
 	if len(imageID) > 101 || !imageIDRe.MatchString(imageID) {
-		return "", fmt.Errorf("bad image id %q", imageID)
+		return "", false, fmt.Errorf("bad image id %q", imageID)
 	}
 	fi, err := os.Stat(imagePath)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", imagePath, err)
+		return "", false, fmt.Errorf("image %s: %w", imagePath, err)
 	}
 	dir := filepath.Join(m.rootsDir(), imageID)
 	version := fmt.Sprintf("%x-%x-", fi.Size(), fi.ModTime().UnixNano())
@@ -47,27 +47,27 @@ func (m *Manager) grownRoot(ctx context.Context, imageID, imagePath string, size
 	if st, err := os.Stat(p); err == nil && st.Size() == size {
 		now := time.Now()
 		_ = os.Chtimes(p, now, now) // the mtime is its last use, for keepGrown
-		return p, nil
+		return p, false, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("creating %s: %w", dir, err)
+		return "", false, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	tmp := p + ".tmp"
 	if err := removeIfThere(tmp); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := SparseCopy(ctx, imagePath, tmp); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := growFile(ctx, m.host, tmp, size); err != nil {
-		return "", errors.Join(fmt.Errorf("growing image %s to %s: %w", imageID, human(size), err), removeIfThere(tmp))
+		return "", false, errors.Join(fmt.Errorf("growing image %s to %s: %w", imageID, human(size), err), removeIfThere(tmp))
 	}
 	if err := os.Rename(tmp, p); err != nil {
-		return "", errors.Join(fmt.Errorf("caching grown image %s: %w", p, err), removeIfThere(tmp))
+		return "", false, errors.Join(fmt.Errorf("caching grown image %s: %w", p, err), removeIfThere(tmp))
 	}
 	m.log.Info("built grown root image", "image", imageID, "size", human(size), "path", p)
 	m.trimGrown(dir, version, filepath.Base(p))
-	return p, nil
+	return p, true, nil
 }
 
 // trimGrown removes the entries of dir from other versions of the image

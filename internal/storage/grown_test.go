@@ -27,7 +27,7 @@ func TestGrownRootCache(t *testing.T) {
 	}
 	ctx := context.Background()
 	n := 0
-	create := func(size int64) (State, error) {
+	create := func(size int64) (State, Made, error) {
 		n++
 		vmDir := filepath.Join(dir, fmt.Sprintf("vm%d", n))
 		if err := os.Mkdir(vmDir, 0o700); err != nil {
@@ -45,12 +45,19 @@ func TestGrownRootCache(t *testing.T) {
 	}
 	grows := func() int { host.mu.Lock(); defer host.mu.Unlock(); return host.counts["GrowFS"] }
 
-	st, err := create(8 << 20)
+	st, made, err := create(8 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := create(8 << 20); err != nil {
+	if made.Driver != DriverCopy || made.Grown != GrownBuilt || (made.Copy != CopySparse && made.Copy != CopyReflink) {
+		t.Errorf("first root of a size made %+v, want a copy of a grown root built for it", made)
+	}
+	_, made, err = create(8 << 20)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if made.Grown != GrownCached || !strings.Contains(made.String(), "of the cached grown root") {
+		t.Errorf("second root of a size made %+v (%q), want a copy of the cached grown root", made, made)
 	}
 	if g := grows(); g != 1 {
 		t.Errorf("two roots of one size grew the filesystem %d times, want once", g)
@@ -74,7 +81,7 @@ func TestGrownRootCache(t *testing.T) {
 				os.Chtimes(p, old, old)
 			}
 		}
-		if _, err := create(size); err != nil {
+		if _, _, err := create(size); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(10 * time.Millisecond) // distinct mtimes
@@ -88,7 +95,7 @@ func TestGrownRootCache(t *testing.T) {
 		now := time.Now()
 		os.Chtimes(filepath.Join(seeds, "roots", "img1", c), now, now)
 	}
-	if _, err := create(28 << 20); err != nil {
+	if _, _, err := create(28 << 20); err != nil {
 		t.Fatal(err)
 	}
 	if c := cached(); len(c) != keepGrown+1 {
@@ -97,7 +104,7 @@ func TestGrownRootCache(t *testing.T) {
 
 	// A failed grow caches nothing and leaves no half-built file.
 	host.failOn = []string{fmt.Sprintf("GrowFS#%d", grows()+1)}
-	if _, err := create(24 << 20); err == nil {
+	if _, _, err := create(24 << 20); err == nil {
 		t.Fatal("a root whose grow failed was created")
 	}
 	for _, c := range cached() {
@@ -109,7 +116,7 @@ func TestGrownRootCache(t *testing.T) {
 	// A new version of the image replaces every entry of the old one.
 	later := time.Now().Add(time.Hour)
 	os.Chtimes(img, later, later)
-	if _, err := create(8 << 20); err != nil {
+	if _, _, err := create(8 << 20); err != nil {
 		t.Fatal(err)
 	}
 	if c := cached(); len(c) != 1 {

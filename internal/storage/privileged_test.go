@@ -226,7 +226,7 @@ func TestCopyDriverEndToEnd(t *testing.T) {
 	e := newEnv(t, DriverCopy)
 	img := e.image(t, homeTree)
 	d := Disk{VMID: "c0ffee0001", VMDir: e.vmDir(t), ImagePath: img, DiskBytes: 64 << 20}
-	st, err := e.m.CreateRoot(ctx, d)
+	st, _, err := e.m.CreateRoot(ctx, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestCopyDriverEndToEnd(t *testing.T) {
 		t.Errorf("/etc/hostname = %q", got)
 	}
 	d.State = st
-	if _, err := e.m.CreateRoot(ctx, d); err == nil {
+	if _, _, err := e.m.CreateRoot(ctx, d); err == nil {
 		t.Error("second CreateRoot accepted")
 	}
 	if st, err = e.m.Activate(ctx, d); err != nil || st.Phase != PhaseReady || st.RootDisk != root {
@@ -302,7 +302,7 @@ func TestFullFilesystem(t *testing.T) {
 	full := tinyFS(t, e.root, "1m")
 
 	d := Disk{VMID: "f011000001", VMDir: full, ImagePath: img, DiskBytes: 64 << 20}
-	_, err := e.m.CreateRoot(ctx, d)
+	_, _, err := e.m.CreateRoot(ctx, d)
 	if err == nil || !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), filepath.Join(full, "rootfs.ext4")) {
 		t.Errorf("CreateRoot on a full filesystem: %v; want ENOSPC naming the path", err)
 	}
@@ -583,7 +583,7 @@ func TestDMPrivileged(t *testing.T) {
 	e := newEnv(t, DriverDM)
 	img := e.image(t, homeTree)
 	d := Disk{VMID: randHex(t), VMDir: e.vmDir(t), ImagePath: img, DiskBytes: 64 << 20}
-	st, err := e.m.CreateRoot(ctx, d)
+	st, _, err := e.m.CreateRoot(ctx, d)
 	if err != nil {
 		t.Fatal(err)
 	}
