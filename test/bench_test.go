@@ -297,12 +297,13 @@ func BenchmarkVMForwardThroughput(b *testing.B) {
 	// forward's time goes: this test process (client and sink) in each
 	// phase, the `vm forward` CLI and fcfake (the agent's side).
 	fcPID, cliPID := e.vm("dev").PID, fw.cmd.Process.Pid
-	var direct, forwarded, selfDirect, selfForward, cliCPU, fcCPU time.Duration
+	var direct, forwarded, selfDirect, selfForward, cliCPU, fcCPU, fcIdle time.Duration
 	b.ResetTimer()
 	for range b.N {
-		s0 := selfCPU()
+		s0, f0 := selfCPU(), procCPU(fcPID)
 		direct += send(svc.Addr().String())
 		s1, c1, f1 := selfCPU(), procCPU(cliPID), procCPU(fcPID)
+		fcIdle += f1 - f0
 		forwarded += send(fw.addrs[0])
 		s2 := selfCPU()
 		selfDirect += s1 - s0
@@ -320,6 +321,7 @@ func BenchmarkVMForwardThroughput(b *testing.B) {
 	b.ReportMetric(per(selfForward), "forward-ends-cpu-ms")
 	b.ReportMetric(per(cliCPU), "forward-cli-cpu-ms")
 	b.ReportMetric(per(fcCPU), "forward-agent-cpu-ms")
+	b.ReportMetric(per(fcIdle), "direct-agent-cpu-ms") // fcfake's own, not on the direct path
 }
 
 // BenchmarkResumeSuspended times vm.start of a suspended VM until its

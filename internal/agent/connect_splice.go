@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -50,36 +52,72 @@ func growUnixBuffers(c net.Conn) {
 // copy saves. Measured with BenchmarkVMForwardThroughput: the two ends
 // used 58-78 ms of CPU per 64 MiB behind a splicing agent against 34-39
 // ms behind a copying one, the agent 15-22 ms against 22-29 ms.
+//
+// It reads as much as the connection has, frames and all, and writes the
+// payloads of every frame it holds with one writev: a frame costs no read
+// of its own for its header, and frames come at the size the sender's
+// socket had ready (often 64 KiB), so this is fewer system calls, which
+// are what a hop costs.
 func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
 	var total int64
+	var iov net.Buffers
+	buf := t.readBuf()
+	start, end := 0, 0 // buf[start:end] is read and not yet consumed
 	for {
-		for t.remaining == 0 {
-			if t.rEOF {
-				return total, nil
-			}
-			if err := t.readHeader(); err != nil {
-				if errors.Is(err, io.EOF) {
-					return total, nil
+		iov = iov[:0]
+		for start < end && !t.rEOF {
+			if t.remaining == 0 {
+				if end-start < 4 {
+					break // the rest of the header is still to come
 				}
+				n := binary.BigEndian.Uint32(buf[start:])
+				start += 4
+				if n > maxTunnelFrame {
+					return total, fmt.Errorf("tunnel frame of %d bytes is larger than %d", n, maxTunnelFrame)
+				}
+				if n == 0 {
+					t.rEOF = true
+					break
+				}
+				t.remaining = int(n)
+				continue
+			}
+			c := min(end-start, t.remaining)
+			iov = append(iov, buf[start:start+c])
+			start += c
+			t.remaining -= c
+		}
+		if len(iov) > 0 {
+			n, err := iov.WriteTo(w)
+			total += n
+			if err != nil {
 				return total, err
 			}
 		}
-		buf := t.readBuf()
-		m, err := t.r.Read(buf[:min(len(buf), t.remaining)])
-		if m > 0 {
-			if _, werr := w.Write(buf[:m]); werr != nil {
-				return total, werr
-			}
-			total += int64(m)
-			t.remaining -= m
-			if m == len(buf) {
-				t.grow = true // a bulk transfer: read whole frames
-			}
+		if t.rEOF {
+			return total, nil
+		}
+		// Keep a partial header; grow the buffer once a read filled it.
+		end = copy(buf, buf[start:end])
+		start = 0
+		if t.grow && len(buf) < tunnelChunk {
+			buf = t.readBuf()
+		}
+		m, err := t.r.Read(buf[end:])
+		end += m
+		if end == len(buf) {
+			t.grow = true // a bulk transfer: read whole frames
 		}
 		if errors.Is(err, io.EOF) {
-			return total, errTunnelTruncated
+			if m > 0 {
+				continue // consume what came with it; the next Read says EOF again
+			}
+			if t.remaining > 0 || end > 0 {
+				return total, errTunnelTruncated
+			}
+			return total, fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
 		}
 		if err != nil {
 			return total, err
@@ -89,11 +127,12 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 
 // readBuf is WriteTo's buffer: plainChunk, or a whole frame (tunnelChunk)
 // once a read has filled the small one. Most tunnels stay small (a guest
-// may hold a hundred open); a bulk one costs one read and one write per
-// frame.
+// may hold a hundred open); a bulk one reads whole frames at a time.
 func (t *tunnel) readBuf() []byte {
 	if t.grow && len(t.rbuf) < tunnelChunk {
+		old := t.rbuf
 		t.rbuf = make([]byte, tunnelChunk)
+		copy(t.rbuf, old)
 	}
 	return plainBuf(&t.rbuf)
 }

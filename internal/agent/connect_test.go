@@ -368,3 +368,75 @@ func echoVia(addr string, n int) error {
 	}
 	return nil
 }
+
+// choppyReader returns its bytes a few at a time, in pieces of the sizes
+// it is given (cycled), so frames and headers arrive split anywhere.
+type choppyReader struct {
+	b     []byte
+	sizes []int
+	i     int
+}
+
+func (r *choppyReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(r.b), r.sizes[r.i%len(r.sizes)])
+	r.i++
+	copy(p, r.b[:n])
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// frames is the tunnel encoding of payloads, then an EOF frame when eof.
+func frames(payloads [][]byte, eof bool) []byte {
+	var b []byte
+	for _, p := range payloads {
+		b = append(b, byte(len(p)>>24), byte(len(p)>>16), byte(len(p)>>8), byte(len(p)))
+		b = append(b, p...)
+	}
+	if eof {
+		b = append(b, 0, 0, 0, 0)
+	}
+	return b
+}
+
+// WriteTo reads frames however the connection splits them (several in one
+// read, a header across two) and writes exactly their payloads; a tunnel
+// cut mid-frame or without its EOF frame is an error.
+func TestTunnelWriteToDeframes(t *testing.T) {
+	var payloads [][]byte
+	var want []byte
+	for i, n := range []int{1, 3, 70 << 10, 5, tunnelChunk, 2, 200 << 10, 4, 9} {
+		p := make([]byte, n)
+		for j := range p {
+			p[j] = byte(i*31 + j)
+		}
+		payloads = append(payloads, p)
+		want = append(want, p...)
+	}
+	wire := frames(payloads, true)
+	for _, sizes := range [][]int{{1}, {3, 5, 7}, {4}, {64 << 10}, {1 << 20}, {6, 300 << 10, 2}} {
+		c, _ := net.Pipe()
+		tn := newTunnel(c, &choppyReader{b: wire, sizes: sizes})
+		var got bytes.Buffer
+		n, err := tn.WriteTo(&got)
+		if err != nil || n != int64(len(want)) || !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("reads of %v: WriteTo = %d, %v; same bytes %v (want %d)", sizes, n, err, bytes.Equal(got.Bytes(), want), len(want))
+		}
+		c.Close()
+	}
+	for name, wire := range map[string][]byte{
+		"mid-frame":       frames(payloads, true)[:100],
+		"mid-header":      frames(payloads[:2], true)[:10],
+		"no EOF frame":    frames(payloads, false),
+		"oversized frame": {0xff, 0, 0, 0, 1},
+	} {
+		c, _ := net.Pipe()
+		tn := newTunnel(c, &choppyReader{b: wire, sizes: []int{7}})
+		if _, err := tn.WriteTo(io.Discard); err == nil {
+			t.Errorf("%s: WriteTo gave no error", name)
+		}
+		c.Close()
+	}
+}
