@@ -290,17 +290,9 @@ func (t *tunnel) Read(p []byte) (int, error) {
 // io.EOF for the EOF frame.
 func (t *tunnel) readHeader() error {
 	var hdr [4]byte
-	// With nothing buffered the header is read alone from the connection:
-	// reading it through the buffer would pull payload in with it, which
-	// the splicing WriteTo then has to copy out in a write of its own.
-	src := t.r
-	if br, ok := t.r.(*bufio.Reader); ok && br.Buffered() == 0 {
-		src = t.Conn
-	}
-	if _, err := io.ReadFull(src, hdr[:]); err != nil {
+	if _, err := io.ReadFull(t.r, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) {
-			// Closed without an EOF frame: an abort, not a clean end.
-			return fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
+			return errTunnelAborted
 		}
 		return err
 	}

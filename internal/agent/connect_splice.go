@@ -62,11 +62,11 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
 	var total int64
-	var iov net.Buffers
+	iovs := make([][]byte, 0, 16) // WriteTo consumes iov; refill from here
 	buf := t.readBuf()
 	start, end := 0, 0 // buf[start:end] is read and not yet consumed
 	for {
-		iov = iov[:0]
+		iov := net.Buffers(iovs[:0])
 		for start < end && !t.rEOF {
 			if t.remaining == 0 {
 				if end-start < 4 {
@@ -117,7 +117,7 @@ func (t *tunnel) WriteTo(w io.Writer) (int64, error) {
 			if t.remaining > 0 || end > 0 {
 				return total, errTunnelTruncated
 			}
-			return total, fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
+			return total, errTunnelAborted
 		}
 		if err != nil {
 			return total, err
@@ -137,7 +137,12 @@ func (t *tunnel) readBuf() []byte {
 	return plainBuf(&t.rbuf)
 }
 
-var errTunnelTruncated = errors.New("tunnel closed mid-frame: " + io.ErrUnexpectedEOF.Error())
+var (
+	errTunnelTruncated = fmt.Errorf("tunnel closed mid-frame: %w", io.ErrUnexpectedEOF)
+	// errTunnelAborted: closed between frames without an EOF frame, an
+	// abort rather than a clean end.
+	errTunnelAborted = fmt.Errorf("tunnel closed by the other end: %w", io.ErrUnexpectedEOF)
+)
 
 // ReadFrom sends r's bytes through the tunnel until r's EOF (it does not
 // send the tunnel's EOF: that is CloseWrite). When r is a socket and the
@@ -205,7 +210,7 @@ func (t *tunnel) spliceFrom(src syscall.Conn, dst *net.UnixConn) (int64, bool, e
 	for {
 		// What src has right now goes into one frame: fewer, larger frames
 		// wake the other end less often.
-		n, eof, err := pipe.fill(srcRaw, pipe.size, true)
+		n, eof, err := pipe.fill(srcRaw, pipe.size)
 		if err != nil && n == 0 {
 			if total == 0 && errors.Is(err, errNoSplice) {
 				return 0, false, nil
@@ -268,14 +273,15 @@ func (p *splicePipe) close() {
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 
 // fill moves up to max bytes from src into the (empty) pipe, waiting until
-// src has some; with greedy it goes on while src has more without waiting.
-// eof is src's EOF.
-func (p *splicePipe) fill(src syscall.RawConn, max int, greedy bool) (n int64, eof bool, err error) {
+// src has some, and goes on while src has more without waiting. eof is
+// src's EOF.
+func (p *splicePipe) fill(src syscall.RawConn, max int) (n int64, eof bool, err error) {
 	max = min(max, p.size)
 	var serr error
 	rerr := src.Read(func(fd uintptr) bool {
 		for n < int64(max) {
-			m, err := unix.Splice(int(fd), nil, p.w, nil, max-int(n), spliceFlags)
+			want := max - int(n)
+			m, err := unix.Splice(int(fd), nil, p.w, nil, want, spliceFlags)
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -293,7 +299,7 @@ func (p *splicePipe) fill(src syscall.RawConn, max int, greedy bool) (n int64, e
 			n += m
 			// A short splice took everything src had: asking again
 			// would only be told EAGAIN.
-			if !greedy || int(m) < max-int(n-m) {
+			if int(m) < want {
 				return true
 			}
 		}
