@@ -440,3 +440,113 @@ func TestTunnelWriteToDeframes(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestTunnelSpliceFrames sends bytes written in uneven pieces through the
+// splicing ReadFrom onto a unix socket and deframes them by hand: every
+// frame's header (written into the pipe ahead of its payload) must count
+// exactly the payload behind it. From TCP the pieces arrive as skbs of
+// every size; from a unix socket each 1-byte write is an skb of its own,
+// so a frame's pieces fill the pipe's slots before all its bytes are in
+// and it goes out in parts.
+func TestTunnelSpliceFrames(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) {
+		tl, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tl.Close()
+		client, err := net.Dial("tcp4", tl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		src, err := tl.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		spliceFrames(t, client.(*net.TCPConn), src, 8<<20, []int{1, 7, 4096 + 3, 65536, 200000, 13})
+	})
+	t.Run("unix-1-byte-skbs", func(t *testing.T) {
+		client, src := unixPair(t)
+		spliceFrames(t, client, src, 256<<10, []int{1})
+	})
+}
+
+// unixPair is a connected pair of unix stream sockets.
+func unixPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "u"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	a, err := net.DialUnix("unix", nil, ul.Addr().(*net.UnixAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err := ul.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
+// spliceFrames writes size random bytes to client in pieces of the given
+// sizes (in turn), runs the tunnel's ReadFrom(src) onto a unix socket and
+// checks the frames that come out of it.
+func spliceFrames(t *testing.T, client interface {
+	net.Conn
+	CloseWrite() error
+}, src net.Conn, size int, pieces []int) {
+	near, far := unixPair(t)
+	want := make([]byte, size)
+	rand.Read(want)
+	go func() {
+		for off, i := 0, 0; off < len(want); i++ {
+			n := min(len(want)-off, pieces[i%len(pieces)])
+			if _, err := client.Write(want[off : off+n]); err != nil {
+				return
+			}
+			off += n
+		}
+		client.CloseWrite()
+	}()
+	tun := newTunnel(near, near)
+	sent := make(chan error, 1)
+	go func() {
+		n, err := tun.ReadFrom(src)
+		if err == nil && n != int64(len(want)) {
+			err = fmt.Errorf("ReadFrom moved %d bytes, want %d", n, len(want))
+		}
+		sent <- err
+		near.CloseWrite()
+	}()
+	far.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var got bytes.Buffer
+	frames := 0
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(far, hdr[:]); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("reading frame %d's header: %v", frames, err)
+		}
+		n := int64(hdr[0])<<24 | int64(hdr[1])<<16 | int64(hdr[2])<<8 | int64(hdr[3])
+		if n == 0 || n > maxTunnelFrame {
+			t.Fatalf("frame %d: header says %d bytes", frames, n)
+		}
+		if _, err := io.CopyN(&got, far, n); err != nil {
+			t.Fatalf("frame %d: reading its %d bytes: %v", frames, n, err)
+		}
+		frames++
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("deframed %d bytes in %d frames; they differ from the %d sent", got.Len(), frames, len(want))
+	}
+}
