@@ -131,3 +131,22 @@ func TestTrimClosesIdleStoreConnections(t *testing.T) {
 		t.Fatalf("the store after the trim: %v", err)
 	}
 }
+
+// The start-up reconcile reads every VM: it is trimmed after like any burst.
+func TestStartupReconcileSchedulesTrim(t *testing.T) {
+	r := newRig(t, nil)
+	r.start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.d.vms.mu.Lock()
+		scheduled := r.d.vms.trim != nil
+		r.d.vms.mu.Unlock()
+		if scheduled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no memory trim scheduled after the start-up reconcile")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -167,6 +167,9 @@ func (d *Daemon) runStartup(ctx context.Context, s *startup, wg *sync.WaitGroup)
 		d.rebuildDNS(ctx)
 		d.log.Info("start-up reconcile done", "vms", len(s.vms), "took", time.Since(t0).Round(time.Millisecond))
 		close(d.reconciled)
+		// Reading and checking every VM is a burst like any other: an idle
+		// daemon would keep its garbage for minutes (memtrim.go).
+		d.vms.trimSoon()
 	}()
 }
 
