@@ -294,6 +294,11 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	d.reconcileAll(wctx, jobs)
 	d.recoverImages(wctx, false)
 	d.rebuildDNS(wctx)
+	if len(vms) > 0 {
+		// It read and checked every VM: its garbage would otherwise stay
+		// until the next collection, which an idle daemon runs rarely.
+		d.vms.trimSoon()
+	}
 }
 
 // rebuildDNS publishes exactly the VMs recorded running, and suspended or
