@@ -32,7 +32,9 @@ func (e *env) daemonProc(key string) int {
 }
 
 // memReport has the daemon write its memory report (BANGERD_MEMDEBUG_DIR,
-// SIGUSR1: runtime/metrics, smaps, goroutines, a heap profile) and returns one line saying where its resident memory sits:
+// SIGUSR1: runtime/metrics, smaps, goroutines, a heap profile, empty unless
+// BANGERD_MEMPROFILERATE is set) and returns one line saying where its
+// resident memory sits:
 // anonymous vs file-backed pages, and of the Go runtime's memory the live
 // heap, heap spans kept but unused, goroutine stacks, OS thread stacks and
 // other runtime metadata. BANGER_BENCH_MEMDIR, when set, keeps the reports
@@ -113,7 +115,8 @@ func (e *env) memReport(dir, label string) string {
 // one's). Running and stopped are read once the burst has settled (the
 // daemon trims 2 s after its last operation); the threads right after the
 // creates are reported too. It logs where the daemon's memory sits at each
-// point (memReport).
+// point (memReport); BANGERD_MEMPROFILERATE=524288 (Go's default rate)
+// puts heap profiles in the reports kept under BANGER_BENCH_MEMDIR.
 // One iteration is the whole scenario (several minutes on 2 cores).
 // Run: go test -tags system -run '^$' -bench Daemon500Running -benchtime 1x -timeout 30m ./test/
 func BenchmarkDaemon500Running(b *testing.B) {
@@ -124,6 +127,12 @@ func BenchmarkDaemon500Running(b *testing.B) {
 		b.Fatal(err)
 	}
 	e.extra = append(e.extra, "BANGERD_MEMDEBUG_DIR="+memDir)
+	if r := os.Getenv("BANGERD_MEMPROFILERATE"); r != "" {
+		// Heap profiles in the reports (the daemon samples nothing by
+		// default); sampling costs memory of its own, so the numbers are
+		// then not comparable with a run without it.
+		e.extra = append(e.extra, "BANGERD_MEMPROFILERATE="+r)
+	}
 	e.registerImage()
 	e.ok("daemon", "start")
 	time.Sleep(time.Second)
@@ -148,11 +157,13 @@ func BenchmarkDaemon500Running(b *testing.B) {
 		time.Sleep(4 * time.Second)
 		stopped := e.daemonProc("VmRSS")
 		b.Log(e.memReport(memDir, "after-stop"))
-		// The reference: a daemon started afresh over the same 500 stopped VMs.
+		// The reference: a daemon started afresh over the same 500 stopped
+		// VMs, read after the same wait: its start-up reconcile is a burst
+		// too, trimmed 2 s after it ends.
 		e.ok("daemon", "stop")
 		e.ok("daemon", "start")
 		e.ok("vm", "list")
-		time.Sleep(time.Second)
+		time.Sleep(4 * time.Second)
 		restarted := e.daemonProc("VmRSS")
 		b.Log(e.memReport(memDir, "fresh-stopped"))
 		b.ReportMetric(float64(threads), "threads-500-running")

@@ -17,6 +17,7 @@ import (
 
 // Main is bangerd's entry point; it returns the exit code.
 func Main(args []string, build BuildInfo) int {
+	setMemProfileRate()
 	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)
 	showVersion := fs.Bool("version", false, "print version and exit")
 	quiet := fs.Bool("background", false, "log only to the log file (set when started by `banger daemon start`)")

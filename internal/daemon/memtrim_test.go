@@ -131,3 +131,48 @@ func TestTrimClosesIdleStoreConnections(t *testing.T) {
 		t.Fatalf("the store after the trim: %v", err)
 	}
 }
+
+// The start-up reconcile reads every VM: it is trimmed after like any burst.
+func TestStartupReconcileSchedulesTrim(t *testing.T) {
+	r := newRig(t, nil)
+	r.start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.d.vms.mu.Lock()
+		scheduled := r.d.vms.trim != nil
+		r.d.vms.mu.Unlock()
+		if scheduled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no memory trim scheduled after the start-up reconcile")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A periodic reconcile over VMs reads and checks every one of them: it asks
+// for a trim when it is done.
+func TestReconcileSchedulesTrim(t *testing.T) {
+	r := newRig(t, nil)
+	r.start()
+	r.registerImage()
+	r.create("trimmed")
+	pending := func() bool {
+		r.d.vms.mu.Lock()
+		defer r.d.vms.mu.Unlock()
+		return r.d.vms.trimPending
+	}
+	// Wait out the trims the start-up and the create asked for.
+	deadline := time.Now().Add(trimMaxDelay + 20*time.Second)
+	for pending() {
+		if time.Now().After(deadline) {
+			t.Fatal("the create's trim never ran")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.d.reconcile(context.Background())
+	if !pending() {
+		t.Fatal("no memory trim scheduled after a reconcile over one vm")
+	}
+}

@@ -167,6 +167,9 @@ func (d *Daemon) runStartup(ctx context.Context, s *startup, wg *sync.WaitGroup)
 		d.rebuildDNS(ctx)
 		d.log.Info("start-up reconcile done", "vms", len(s.vms), "took", time.Since(t0).Round(time.Millisecond))
 		close(d.reconciled)
+		// Reading and checking every VM is a burst like any other: an idle
+		// daemon would keep its garbage for minutes (memtrim.go).
+		d.vms.trimSoon()
 	}()
 }
 
@@ -291,6 +294,11 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	d.reconcileAll(wctx, jobs)
 	d.recoverImages(wctx, false)
 	d.rebuildDNS(wctx)
+	if len(vms) > 0 {
+		// It read and checked every VM: its garbage would otherwise stay
+		// until the next collection, which an idle daemon runs rarely.
+		d.vms.trimSoon()
+	}
 }
 
 // rebuildDNS publishes exactly the VMs recorded running, and suspended or

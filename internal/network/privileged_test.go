@@ -485,3 +485,49 @@ func TestPrivilegedForwardPolicy(t *testing.T) {
 		t.Fatalf("fix for inet table = %v %q", ok, fix)
 	}
 }
+
+// The bridge dump is filtered by the kernel (bridgeLinks): it answers with
+// the bridges alone, and OwnedBridges keeps those carrying the uid's record.
+func TestPrivilegedOwnedBridges(t *testing.T) {
+	inNetns(t)
+	mustVeth(t, "veth0", "192.168.77.1/24")
+	const uid, gid = 4242, 4343
+	mine, other := netip.MustParsePrefix("10.77.0.0/24"), netip.MustParsePrefix("10.78.0.0/24")
+	if _, err := EnsureBridge("bangert0", Gateway(mine), mine, uid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureBridge("bangert1", Gateway(other), other, uid+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "plainbr"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		name, err := TapName(fmt.Sprintf("vm%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CreateTap(name, "bangert0", uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links, err := bridgeLinks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Type()+" "+l.Attrs().Name)
+	}
+	slices.Sort(names)
+	if want := []string{"bridge bangert0", "bridge bangert1", "bridge plainbr"}; !slices.Equal(names, want) {
+		t.Fatalf("bridgeLinks = %q; want %q (of %q)", names, want, linkNames(t))
+	}
+	got, err := OwnedBridges(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Name != "bangert0" || !slices.Equal(got[0].Addrs, []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}) {
+		t.Fatalf("OwnedBridges(%d) = %v; want bangert0 with 10.77.0.1/24", uid, got)
+	}
+}
