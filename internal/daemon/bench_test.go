@@ -95,7 +95,20 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	if err := cl.Call(context.Background(), api.MethodImageRegister, api.ImageRegisterParams{Name: "debian", RootfsPath: img}, nil); err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{d: td.d, cl: cl, stop: td.stop}
+	e := &benchEnv{d: td.d, cl: cl}
+	// A benchmark that fails between a create and its delete leaves a VM
+	// whose fcfake would outlive the daemon (VMs survive a daemon stop):
+	// delete whatever is left before stopping it.
+	e.stop = func() {
+		var l api.VMList
+		if cl.Call(context.Background(), api.MethodVMList, nil, &l) == nil {
+			for _, v := range l.VMs {
+				_ = cl.Call(context.Background(), api.MethodVMDelete, api.VMRef{Ref: v.ID}, nil)
+			}
+		}
+		td.stop()
+	}
+	return e
 }
 
 func (e *benchEnv) create(name string) (time.Duration, error) {
