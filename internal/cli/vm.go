@@ -41,9 +41,7 @@ func (a *app) addVMCommands(root *cobra.Command) {
 		a.vmStatsCmd(),
 		a.vmHealthCmd(),
 		a.vmLogsCmd(),
-		a.vmCpCmd(),
 		a.vmPortsCmd(),
-		a.vmForwardCmd(),
 	)
 	root.AddCommand(vm)
 }
