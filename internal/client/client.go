@@ -10,11 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"banger/internal/api"
 )
@@ -25,22 +23,13 @@ var ErrNoDaemon = errors.New("bangerd is not running")
 // Client calls the daemon.
 type Client struct {
 	socket string
-	http   *http.Client
 	nextID atomic.Int64
 }
 
-// New returns a client for the daemon socket at path.
+// New returns a client for the daemon socket at path (it dials per call,
+// see http1.go).
 func New(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConns:        4,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     30 * time.Second,
-	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{socket: socket}
 }
 
 // Socket is the socket path this client dials.
@@ -63,12 +52,7 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", method, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://bangerd"+api.PathRPC, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("building %s request: %w", method, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
+	resp, err := c.roundTrip(ctx, "POST", api.PathRPC, body)
 	if err != nil {
 		if isDialError(err) {
 			return fmt.Errorf("%w (no answer on %s)", ErrNoDaemon, c.socket)
@@ -78,8 +62,8 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		}
 		return fmt.Errorf("calling %s: %w", method, err)
 	}
-	defer resp.Body.Close()
-	data, err := readBody(resp.Body, resp.ContentLength)
+	defer resp.body.Close()
+	data, err := readBody(resp.body, resp.length)
 	if err != nil {
 		return fmt.Errorf("reading %s reply: %w", method, err)
 	}
@@ -252,29 +236,23 @@ func (c *Client) Ping(ctx context.Context) (api.DaemonStatus, error) {
 // Events streams the daemon's events until ctx ends. The channel closes when
 // the stream ends; the error func reports why.
 func (c *Client) Events(ctx context.Context) (<-chan api.Event, func() error, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://bangerd"+api.PathEvents, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	tr := c.http.Transport
-	hc := &http.Client{Transport: tr}
-	resp, err := hc.Do(req)
+	resp, err := c.roundTrip(ctx, "GET", api.PathEvents, nil)
 	if err != nil {
 		if isDialError(err) {
 			return nil, nil, fmt.Errorf("%w (no answer on %s)", ErrNoDaemon, c.socket)
 		}
 		return nil, nil, fmt.Errorf("opening event stream: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, nil, fmt.Errorf("opening event stream: %s", resp.Status)
+	if resp.status != 200 {
+		resp.body.Close()
+		return nil, nil, fmt.Errorf("opening event stream: %s", resp.line)
 	}
 	ch := make(chan api.Event, 64)
 	var streamErr atomic.Value
 	go func() {
 		defer close(ch)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
+		defer resp.body.Close()
+		sc := bufio.NewScanner(resp.body)
 		sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 		for sc.Scan() {
 			line := bytes.TrimSpace(sc.Bytes())
@@ -309,10 +287,7 @@ var ErrDropped = errors.New("no answer from bangerd")
 
 // dropped reports a connection closed or reset before any reply.
 func dropped(err error) bool {
-	// net/http says "server closed idle connection" (an unexported error)
-	// when the close races the request's write: dropped all the same.
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		strings.Contains(err.Error(), "server closed idle connection")
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func isDialError(err error) bool {
