@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,6 +33,9 @@ type table struct {
 }
 
 func newTable(w io.Writer) *table { return &table{w: w, plain: true} }
+
+// grow makes room for n more rows.
+func (t *table) grow(n int) { t.rows = slices.Grow(t.rows, n) }
 
 func (t *table) row(cols ...string) {
 	for _, c := range cols {
