@@ -239,3 +239,31 @@ func TestEventsStream(t *testing.T) {
 		t.Fatalf("refused stream: %v", err)
 	}
 }
+
+// The request body written out is byte for byte what encoding/json makes
+// of api.Request, with params as Call has them (a Marshal result).
+func TestRequestBodyMatchesMarshal(t *testing.T) {
+	for _, tc := range []struct {
+		id     int64
+		method string
+		params any
+	}{
+		{1, api.MethodVMList, nil},
+		{42, api.MethodVMCreate, map[string]any{"name": "dev", "vcpu": 2, "tags": []string{"a<b&c"}}},
+		{7, "odd \"method\" <&> é\n", []int{1, 2}},
+		{-3, "", nil},
+	} {
+		var raw json.RawMessage
+		if tc.params != nil {
+			raw = mustRaw(tc.params)
+		}
+		want, err := json.Marshal(api.Request{JSONRPC: "2.0", ID: json.RawMessage(fmt.Sprint(tc.id)), Method: tc.method, Params: raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := requestBody(tc.id, tc.method, raw)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%q: %s (%v), want %s", tc.method, got, err, want)
+		}
+	}
+}
