@@ -90,7 +90,8 @@ clean:
 # CreateToRunning reports every progress stage's min/median/p95/max.
 # bench-cli times whole CLI processes side by side (vm create/start with
 # progress against -q/--json, vm list with 500 VMs and version against a Go
-# hello-world; instruction counts when valgrind is installed).
+# hello-world, version also against banger-full; instruction counts when
+# valgrind is installed).
 .PHONY: bench bench-cli
 bench: fcfake bench-cli
 	@ns=bgbench$$$$; ip netns add $$ns; ip -n $$ns link set lo up; \
