@@ -18,9 +18,13 @@ all: build
 setup: ## build, install, check the host, create a VM and open a shell in it
 	./scripts/setup.sh
 
-build: ## static banger, bangerd and banger-agent into build/bin
+# banger is the small front (-tags banger_front: the everyday commands that
+# only talk to bangerd); it execs banger-full, the complete CLI built from
+# the same main package, for every other command (internal/cli/front.go).
+build: ## static banger, banger-full, bangerd and banger-agent into build/bin
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	CGO_ENABLED=0 $(GO) build -trimpath -tags banger_front -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-full ./cmd/banger
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-agent ./cmd/banger-agent
 
@@ -30,6 +34,7 @@ fcfake: ## the fake Firecracker used by the system tests
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags banger_front ./cmd/banger ./internal/cli
 	@test -z "$$(gofmt -l cmd internal test)" || { gofmt -l cmd internal test; echo "gofmt needed"; exit 1; }
 
 # Every tier that can run on this machine (build, vet, unit + privileged,
@@ -41,30 +46,32 @@ test:
 
 test-unit:
 	$(GO) test -count=1 ./internal/...
+	$(GO) test -count=1 -tags banger_front ./internal/cli
 
 test-system: build fcfake
 	$(GO) test -count=1 -timeout 20m -tags system -v ./test/...
 
 install: build ## binaries into $(PREFIX)/bin, the manifest and image scripts into $(PREFIX)/share/banger
 	@install -d $(PREFIX)/bin
-	@install -m 0755 $(BIN)/banger $(BIN)/bangerd $(BIN)/banger-agent $(PREFIX)/bin/
+	@install -m 0755 $(BIN)/banger $(BIN)/banger-full $(BIN)/bangerd $(BIN)/banger-agent $(PREFIX)/bin/
 	@install -d $(PREFIX)/share/banger
 	@install -m 0644 runtime-bundle.toml $(PREFIX)/share/banger/runtime-bundle.toml
 	@rm -rf $(PREFIX)/share/banger/images && cp -r images $(PREFIX)/share/banger/images
-	@echo "installed banger, bangerd and banger-agent in $(PREFIX)/bin, runtime-bundle.toml and images/ in $(PREFIX)/share/banger"
+	@echo "installed banger, banger-full, bangerd and banger-agent in $(PREFIX)/bin, runtime-bundle.toml and images/ in $(PREFIX)/share/banger"
 	@case ":$$PATH:" in *":$(PREFIX)/bin:"*|*":$(PREFIX)/bin/:"*) ;; *) \
 		echo "$(PREFIX)/bin is not on your PATH; add this line to your shell's startup file (~/.bashrc, ~/.zshrc) and run it now:"; \
 		if [ "$(PREFIX)" = "$$HOME/.local" ]; then echo '  export PATH="$$HOME/.local/bin:$$PATH"'; else echo '  export PATH="$(PREFIX)/bin:$$PATH"'; fi ;; \
 	esac
 
 # Root-owned helper copy for sudo, and the sudoers drop-in for the invoking
-# user (SUDO_USER, or HELPER_USER=name).
+# user (SUDO_USER, or HELPER_USER=name). The helper is the complete CLI
+# (banger-full, which has `internal`) installed as $(HELPER_DIR)/banger.
 install-helper: build
 	@user="$${HELPER_USER:-$${SUDO_USER:-}}"; \
 	if [ "$$(id -u)" != 0 ]; then echo "run as: sudo make install-helper (or set HELPER_USER=name)"; exit 2; fi; \
 	if [ -z "$$user" ] || [ "$$user" = root ]; then echo "install-helper: not needed for root (a root bangerd does privileged work in-process); for a normal user run sudo make install-helper as that user, or set HELPER_USER=name"; exit 0; fi; \
 	install -d -o root -g root -m 0755 $(HELPER_DIR); \
-	install -o root -g root -m 0755 $(BIN)/banger $(HELPER_DIR)/banger; \
+	install -o root -g root -m 0755 $(BIN)/banger-full $(HELPER_DIR)/banger; \
 	rm -rf $(HELPER_DIR)/images && cp -R --no-preserve=ownership,mode images $(HELPER_DIR)/images && chown -R root:root $(HELPER_DIR)/images && chmod -R u=rwX,go=rX $(HELPER_DIR)/images; \
 	tmp=$$(mktemp); \
 	echo "$$user ALL=(root) NOPASSWD: $(HELPER_DIR)/banger internal *" > $$tmp; \
@@ -83,7 +90,8 @@ clean:
 # CreateToRunning reports every progress stage's min/median/p95/max.
 # bench-cli times whole CLI processes side by side (vm create/start with
 # progress against -q/--json, vm list with 500 VMs and version against a Go
-# hello-world; instruction counts when valgrind is installed).
+# hello-world, version also against banger-full; instruction counts when
+# valgrind is installed).
 .PHONY: bench bench-cli
 bench: fcfake bench-cli
 	@ns=bgbench$$$$; ip netns add $$ns; ip -n $$ns link set lo up; \

@@ -57,7 +57,7 @@ local_manifest() {
 
 sum() { sha256sum "$1" | cut -c1-64; }
 
-say "building and installing banger, bangerd and banger-agent into $prefix/bin"
+say "building and installing banger, banger-full, bangerd and banger-agent into $prefix/bin"
 make -s install PREFIX="$prefix"
 case ":$user_path:" in
 *":$prefix/bin:"* | *":$prefix/bin/:"*) ;;

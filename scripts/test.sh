@@ -4,11 +4,12 @@
 # `make test`: every test tier this machine can run, each run even when an
 # earlier one failed, then one result line per tier; exits 1 if any failed.
 #
-#   build   banger, bangerd, banger-agent and the fake Firecracker
+#   build   banger, banger-full, bangerd, banger-agent and the fake Firecracker
 #   vet     go vet and gofmt
 #   unit    go test ./...: unit tests everywhere, and as root the privileged
 #           ones (bridges, taps, nftables, loop devices in throwaway
-#           network namespaces); tests that need a missing tool skip, naming it
+#           network namespaces); tests that need a missing tool skip, naming it;
+#           then internal/cli again as the front binary's (-tags banger_front)
 #   system  go test -tags system ./test/...: the real banger and bangerd
 #           against the fake Firecracker (needs the build)
 #   image   scripts/test-image.sh: the Debian image built by banger, booted
@@ -43,12 +44,20 @@ tier() {
 
 vet() {
 	"$GO" vet ./... || return
+	"$GO" vet -tags banger_front ./cmd/banger ./internal/cli || return
 	local unformatted
 	unformatted=$(gofmt -l cmd internal test) || return
 	if [ -n "$unformatted" ]; then
 		printf 'gofmt needed:\n%s\n' "$unformatted"
 		return 1
 	fi
+}
+
+unit() {
+	local rc=0
+	"$GO" test -count=1 -timeout 30m "${testflags[@]}" ./... || rc=$?
+	"$GO" test -count=1 -tags banger_front "${testflags[@]}" ./internal/cli || rc=$?
+	return "$rc"
 }
 
 image_tier() {
@@ -63,7 +72,7 @@ image_tier() {
 tier build make -s build fcfake
 built=$last
 tier vet vet
-tier unit "$GO" test -count=1 -timeout 30m "${testflags[@]}" ./...
+tier unit unit
 if [ "$built" = 0 ]; then
 	tier system "$GO" test -count=1 -timeout 20m -tags system "${testflags[@]}" ./test/...
 else

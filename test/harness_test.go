@@ -66,12 +66,18 @@ func buildBinaries(t testing.TB) binaries {
 		built = binaries{dir: dir,
 			banger: filepath.Join(dir, "banger"), bangerd: filepath.Join(dir, "bangerd"),
 			fcfake: filepath.Join(dir, "fcfake"), agentBin: filepath.Join(dir, "banger-agent")}
-		for out, pkg := range map[string]string{built.banger: "./cmd/banger", built.bangerd: "./cmd/bangerd", built.fcfake: "./test/fcfake", built.agentBin: "./cmd/banger-agent"} {
-			cmd := exec.Command("go", "build", "-o", out, pkg)
+		// banger is the front (-tags banger_front), which execs
+		// banger-full next to it for the commands it does not have, as
+		// `make build` lays them out.
+		for _, b := range []struct{ out, pkg, tags string }{
+			{built.banger, "./cmd/banger", "banger_front"}, {filepath.Join(dir, "banger-full"), "./cmd/banger", ""},
+			{built.bangerd, "./cmd/bangerd", ""}, {built.fcfake, "./test/fcfake", ""}, {built.agentBin, "./cmd/banger-agent", ""},
+		} {
+			cmd := exec.Command("go", "build", "-tags="+b.tags, "-o", b.out, b.pkg)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("building %s: %v: %s", pkg, err, b)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("building %s (tags %q): %v: %s", b.pkg, b.tags, err, out)
 				return
 			}
 		}

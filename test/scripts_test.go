@@ -25,7 +25,7 @@ func TestMakeInstallSaysHowToReachIt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
-	for _, f := range []string{"bin/banger", "bin/bangerd", "bin/banger-agent", "share/banger/runtime-bundle.toml"} {
+	for _, f := range []string{"bin/banger", "bin/banger-full", "bin/bangerd", "bin/banger-agent", "share/banger/runtime-bundle.toml"} {
 		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
 			t.Errorf("make install did not install %s: %v", f, err)
 		}

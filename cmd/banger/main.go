@@ -1,4 +1,6 @@
-// Command banger is the CLI for bangerd.
+// Command banger is the CLI for bangerd. Built with -tags banger_front it is
+// the small front that execs banger-full (this package built without the
+// tag) for the commands it does not have; see internal/cli/front.go.
 package main
 
 import (

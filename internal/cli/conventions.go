@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"banger/internal/config"
-	"banger/internal/image"
 )
 
 // The conventions of docker, limactl and multipass that banger follows:
@@ -240,26 +238,4 @@ func addCPUsAlias(cmd *cobra.Command) {
 			fl.Usage += "; also --cpus"
 		}
 	}
-}
-
-// sha256Overrides parses --sha256-override NAME=SUM values: NAME must be an
-// artifact of the bundle and SUM 64 hex digits, else a usage error (exit 2)
-// before anything is fetched.
-func sha256Overrides(list []string) (map[string]string, error) {
-	ov := map[string]string{}
-	for _, o := range list {
-		name, sum, ok := strings.Cut(o, "=")
-		if !ok || name == "" {
-			return nil, usageErrorf("--sha256-override %q: use NAME=SHA256, e.g. kernel=<64 hex digits>", o)
-		}
-		if !slices.Contains(image.ArtifactNames(), name) {
-			return nil, usageErrorf("--sha256-override %q: %q is not an artifact of the bundle; use one of %s", o, name, strings.Join(image.ArtifactNames(), ", "))
-		}
-		sum = strings.ToLower(sum)
-		if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 {
-			return nil, usageErrorf("--sha256-override %q: %q is not a sha256 (64 hex digits)", o, sum)
-		}
-		ov[name] = sum
-	}
-	return ov, nil
 }

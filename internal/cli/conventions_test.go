@@ -1,3 +1,5 @@
+//go:build !banger_front
+
 package cli
 
 import (
@@ -103,32 +105,6 @@ func TestParseMemoryMiB(t *testing.T) {
 			t.Errorf("parseMemoryMiB(%q) accepted", in)
 		} else if code, _ := classify(err); code != ExitUsage {
 			t.Errorf("parseMemoryMiB(%q): exit %d, want 2", in, code)
-		}
-	}
-}
-
-// TestSHA256Overrides: the runtime install flag's values are refused as
-// usage errors before anything is fetched.
-func TestSHA256Overrides(t *testing.T) {
-	sum := strings.Repeat("ab", 32)
-	ov, err := sha256Overrides([]string{"kernel=" + strings.ToUpper(sum)})
-	if err != nil || ov["kernel"] != sum {
-		t.Fatalf("good override: %v %v", ov, err)
-	}
-	for in, want := range map[string]string{
-		"firecracker=abc":   "is not a sha256",
-		"kernel":            "use NAME=SHA256",
-		"=" + sum:           "use NAME=SHA256",
-		"kernl=" + sum:      "is not an artifact of the bundle",
-		"kernel=" + sum[1:]: "is not a sha256",
-	} {
-		_, err := sha256Overrides([]string{in})
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v, want %q", in, err, want)
-			continue
-		}
-		if code, _ := classify(err); code != ExitUsage {
-			t.Errorf("%q: exit %d, want 2", in, code)
 		}
 	}
 }

@@ -1,3 +1,5 @@
+//go:build !banger_front
+
 package cli
 
 import (

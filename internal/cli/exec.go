@@ -1,3 +1,5 @@
+//go:build !banger_front
+
 package cli
 
 import (
@@ -16,14 +18,6 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/firecracker"
-)
-
-// Exit codes of `vm exec` for banger's own failures, as docker's: they are
-// never the command's, which exits with whatever it exits with.
-const (
-	ExitExecFailed   = 125 // banger could not run the command (daemon, VM, agent, usage)
-	ExitExecCannot   = 126 // the command was found but cannot be run
-	ExitExecNotFound = 127 // the command was not found in the guest
 )
 
 // execFailf is a `vm exec` failure of banger's own.
@@ -187,11 +181,4 @@ func hasEnv(env []string, key string) bool {
 		}
 	}
 	return false
-}
-
-// isExecCommand reports whether args run `banger vm exec`, whose failures
-// of banger's own exit 125 instead of 1 or 2.
-func isExecCommand(root *cobra.Command, args []string) bool {
-	c, _, err := root.Find(args)
-	return err == nil && c.Name() == "exec" && c.Parent() != nil && c.Parent().Name() == "vm"
 }

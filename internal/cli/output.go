@@ -3,8 +3,9 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,6 +33,9 @@ type table struct {
 }
 
 func newTable(w io.Writer) *table { return &table{w: w, plain: true} }
+
+// grow makes room for n more rows.
+func (t *table) grow(n int) { t.rows = slices.Grow(t.rows, n) }
 
 func (t *table) row(cols ...string) {
 	for _, c := range cols {
@@ -144,21 +148,34 @@ func writeLines(w *bufio.Writer, lines [][]string, l0, l1 int, widths []int) {
 }
 
 // humanDuration renders 2h13m, 5m3s, 12s.
-func humanDuration(d time.Duration) string {
+func humanDuration(d time.Duration) string { return string(appendDuration(nil, d)) }
+
+// appendDuration appends humanDuration's form of d (strconv, not
+// fmt.Sprintf: vm list formats one per VM).
+func appendDuration(b []byte, d time.Duration) []byte {
 	if d < 0 {
 		d = -d
 	}
+	two := func(n1 int64, u1 string, n2 int64, u2 string) []byte {
+		b = strconv.AppendInt(b, n1, 10)
+		b = append(b, u1...)
+		if u2 != "" {
+			b = strconv.AppendInt(b, n2, 10)
+			b = append(b, u2...)
+		}
+		return b
+	}
 	switch {
 	case d < time.Second:
-		return fmt.Sprintf("%dms", d.Milliseconds())
+		return two(d.Milliseconds(), "ms", 0, "")
 	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
+		return two(int64(d/time.Second), "s", 0, "")
 	case d < time.Hour:
-		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+		return two(int64(d/time.Minute), "m", int64(d/time.Second)%60, "s")
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+		return two(int64(d/time.Hour), "h", int64(d/time.Minute)%60, "m")
 	default:
-		return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+		return two(int64(d/time.Hour)/24, "d", int64(d/time.Hour)%24, "h")
 	}
 }
 
@@ -167,5 +184,6 @@ func ago(t time.Time, now time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return humanDuration(now.Sub(t)) + " ago"
+	b := make([]byte, 0, 16)
+	return string(append(appendDuration(b, now.Sub(t)), " ago"...))
 }

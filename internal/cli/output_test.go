@@ -2,10 +2,12 @@ package cli
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"text/tabwriter"
+	"time"
 )
 
 // The table prints byte for byte what text/tabwriter printed before it:
@@ -60,5 +62,40 @@ func TestTableFlushResets(t *testing.T) {
 	tb.flush()
 	if want := "a  b  c\nx  y\n"; b.String() != want {
 		t.Fatalf("got %q, want %q", b.String(), want)
+	}
+}
+
+// humanDuration reads as the fmt.Sprintf forms it replaced.
+func TestHumanDuration(t *testing.T) {
+	old := func(d time.Duration) string {
+		if d < 0 {
+			d = -d
+		}
+		switch {
+		case d < time.Second:
+			return fmt.Sprintf("%dms", d.Milliseconds())
+		case d < time.Minute:
+			return fmt.Sprintf("%ds", int(d.Seconds()))
+		case d < time.Hour:
+			return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+		case d < 48*time.Hour:
+			return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+		default:
+			return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+		}
+	}
+	for _, d := range []time.Duration{0, 999 * time.Microsecond, 5 * time.Millisecond, time.Second, 59*time.Second + 999*time.Millisecond,
+		time.Minute, 61 * time.Second, 59*time.Minute + 59*time.Second, time.Hour, 47*time.Hour + 59*time.Minute, 48 * time.Hour,
+		400*24*time.Hour + 5*time.Hour + 3*time.Minute, -90 * time.Second} {
+		if got, want := humanDuration(d), old(d); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+	}
+	now := time.Now()
+	if got := ago(now.Add(-125*time.Second), now); got != "2m5s ago" {
+		t.Errorf("ago: %q", got)
+	}
+	if got := ago(time.Time{}, now); got != "-" {
+		t.Errorf("ago of zero: %q", got)
 	}
 }

@@ -34,6 +34,21 @@ const (
 	exitCodeUnset = -1
 )
 
+// Exit codes of `vm exec` for banger's own failures, as docker's: they are
+// never the command's, which exits with whatever it exits with.
+const (
+	ExitExecFailed   = 125 // banger could not run the command (daemon, VM, agent, usage)
+	ExitExecCannot   = 126 // the command was found but cannot be run
+	ExitExecNotFound = 127 // the command was not found in the guest
+)
+
+// isExecCommand reports whether args run `banger vm exec`, whose failures
+// of banger's own exit 125 instead of 1 or 2.
+func isExecCommand(root *cobra.Command, args []string) bool {
+	c, _, err := root.Find(args)
+	return err == nil && c.Name() == "exec" && c.Parent() != nil && c.Parent().Name() == "vm"
+}
+
 // exitError carries an exit code and a one-line message. A bare message
 // already starts with the command ("banger vm logs: needs a VM name") and is
 // printed without the "banger: " prefix.
@@ -75,6 +90,9 @@ type app struct {
 	only string
 
 	defaultsHelp []*cobra.Command // flags whose help shows configured defaults
+	// exec replaces the process (the front's hand-off to banger-full);
+	// nil is syscall.Exec.
+	exec func(path string, argv, env []string) error
 }
 
 // Main runs the CLI and returns the exit code.
@@ -85,6 +103,9 @@ func Main(args []string, build BuildInfo) int {
 
 func (a *app) run(ctx context.Context, args []string) int {
 	root := a.rootCmdFor(args)
+	if code, ok := a.handOff(root, args); ok {
+		return code
+	}
 	if helpWanted(args) {
 		for _, c := range a.defaultsHelp {
 			a.applyDefaultsHelp(c)
@@ -227,16 +248,11 @@ func (a *app) buildRoot() *cobra.Command {
 	if a.wants("config") {
 		root.AddCommand(a.configCmd())
 	}
-	if a.wants("internal") {
-		root.AddCommand(a.internalCmd())
-	}
 	a.addVMCommands(root)
 	a.addImageCommands(root)
-	a.addDoctorCommand(root)
 	a.addSSHCommands(root)
-	a.addRuntimeCommands(root)
-	a.addTUICommands(root)
-	a.addDNSCommands(root)
+	a.addFullCommands(root)
+	a.walkTree(root)
 	a.applyConventions(root)
 	return root
 }

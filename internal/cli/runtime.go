@@ -1,11 +1,15 @@
+//go:build !banger_front
+
 package cli
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -464,4 +468,26 @@ is always deleted.`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// sha256Overrides parses --sha256-override NAME=SUM values: NAME must be an
+// artifact of the bundle and SUM 64 hex digits, else a usage error (exit 2)
+// before anything is fetched.
+func sha256Overrides(list []string) (map[string]string, error) {
+	ov := map[string]string{}
+	for _, o := range list {
+		name, sum, ok := strings.Cut(o, "=")
+		if !ok || name == "" {
+			return nil, usageErrorf("--sha256-override %q: use NAME=SHA256, e.g. kernel=<64 hex digits>", o)
+		}
+		if !slices.Contains(image.ArtifactNames(), name) {
+			return nil, usageErrorf("--sha256-override %q: %q is not an artifact of the bundle; use one of %s", o, name, strings.Join(image.ArtifactNames(), ", "))
+		}
+		sum = strings.ToLower(sum)
+		if b, err := hex.DecodeString(sum); err != nil || len(b) != 32 {
+			return nil, usageErrorf("--sha256-override %q: %q is not a sha256 (64 hex digits)", o, sum)
+		}
+		ov[name] = sum
+	}
+	return ov, nil
 }

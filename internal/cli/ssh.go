@@ -20,7 +20,7 @@ const knownHostsName = "known_hosts"
 func (a *app) addSSHCommands(root *cobra.Command) {
 	for _, c := range root.Commands() {
 		if c.Name() == "vm" {
-			c.AddCommand(a.vmSSHCmd(), a.vmExecCmd())
+			c.AddCommand(a.vmSSHCmd())
 		}
 	}
 	if a.wants("ssh-config") {

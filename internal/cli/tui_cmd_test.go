@@ -1,8 +1,8 @@
+//go:build !banger_front
+
 package cli
 
 import (
-	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,13 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 )
-
-var updateGolden = flag.Bool("update", false, "rewrite testdata/*.golden")
-
-func testApp(env map[string]string) (*app, *bytes.Buffer, *bytes.Buffer) {
-	var out, errb bytes.Buffer
-	return &app{build: BuildInfo{Version: "test"}, stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }}, &out, &errb
-}
 
 func TestEveryCommandHasAnExample(t *testing.T) {
 	a, _, _ := testApp(envWithConfig(t, ""))

