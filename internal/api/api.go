@@ -266,6 +266,38 @@ type VMList struct {
 	VMs []VM `json:"vms"`
 }
 
+// VMListParams are vm.list's params. Table asks for the members `vm list`'s
+// table shows and nothing else (VMTable): with 500 VMs the whole reply is
+// 250 KB the daemon builds and encodes and the CLI reads through, for
+// columns it does not print. A daemon older than Table refuses the param
+// as invalid; callers then ask again without it.
+type VMListParams struct {
+	Table bool `json:"table,omitempty"`
+}
+
+// VMTable is vm.list's result for {table: true}.
+type VMTable struct {
+	VMs []VMRow `json:"vms"`
+}
+
+// VMRow is one VM as `vm list` (and `-o wide`) shows it: the VM members of
+// the same names, with the same values.
+type VMRow struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	State         string    `json:"state"`
+	Image         string    `json:"image"`
+	VCPU          int       `json:"vcpu"`
+	MemoryMiB     int       `json:"memory_mib"`
+	DiskBytes     int64     `json:"disk_bytes"`
+	WorkDiskBytes int64     `json:"work_disk_bytes"`
+	NAT           bool      `json:"nat"`
+	IP            string    `json:"ip"`
+	CreatedAt     time.Time `json:"created_at"`
+	LastUsedAt    time.Time `json:"last_used_at,omitzero"`
+	Snapshot      *Snapshot `json:"snapshot,omitempty"`
+}
+
 // Health is vm.health's result.
 type Health struct {
 	VM        string  `json:"vm"`

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -420,13 +422,10 @@ func (a *app) vmListCmd() *cobra.Command {
 				}
 				return writeJSON(a.stdout, api.VMList{VMs: nonNil(vms)})
 			}
-			var l struct {
-				VMs []vmRow `json:"vms"`
-			}
-			if err := cl.Call(c.Context(), api.MethodVMList, nil, &l); err != nil {
+			vms, err := listTable(c.Context(), cl)
+			if err != nil {
 				return err
 			}
-			vms := l.VMs
 			now := time.Now()
 			t := newTable(a.stdout)
 			header := []string{"NAME", "ID", "STATE", "IP", "VCPU", "MEMORY", "NAT", "IMAGE", "CREATED"}
@@ -461,23 +460,22 @@ func (a *app) vmListCmd() *cobra.Command {
 	return cmd
 }
 
-// vmRow is what vm list's table shows of an api.VM (same JSON names):
-// the reply's other members (paths, MAC, tap, ...) are skipped, not
-// stored, so 500 VMs take 120 KB less memory and decode faster.
-type vmRow struct {
-	ID            string        `json:"id"`
-	Name          string        `json:"name"`
-	State         string        `json:"state"`
-	Image         string        `json:"image"`
-	VCPU          int           `json:"vcpu"`
-	MemoryMiB     int           `json:"memory_mib"`
-	DiskBytes     int64         `json:"disk_bytes"`
-	WorkDiskBytes int64         `json:"work_disk_bytes"`
-	NAT           bool          `json:"nat"`
-	IP            string        `json:"ip"`
-	CreatedAt     time.Time     `json:"created_at"`
-	LastUsedAt    time.Time     `json:"last_used_at,omitzero"`
-	Snapshot      *api.Snapshot `json:"snapshot,omitempty"`
+// tableParams is vm.list's {table: true} as JSON: a params struct would
+// cost its first json.Marshal a walk of its fields by reflection.
+var tableParams = json.RawMessage(`{"table":true}`)
+
+// listTable is vm.list's table view (api.VMRow). A daemon older than it
+// refuses the param as invalid; the full list is then decoded into the same
+// rows (the members of the same names; the rest is skipped, not stored).
+func listTable(ctx context.Context, cl *client.Client) ([]api.VMRow, error) {
+	var t api.VMTable
+	err := cl.Call(ctx, api.MethodVMList, tableParams, &t)
+	var e *api.Error
+	if errors.As(err, &e) && e.Data.Kind == api.KindInvalid {
+		t = api.VMTable{}
+		err = cl.Call(ctx, api.MethodVMList, nil, &t)
+	}
+	return t.VMs, err
 }
 
 func nonNil[T any](s []T) []T {

@@ -141,20 +141,44 @@ func (d *Daemon) progress(vm *store.VM, start time.Time, stage, msg string) {
 }
 
 func (d *Daemon) rpcList(ctx context.Context, raw json.RawMessage) (any, error) {
-	if err := decodeParams(api.MethodVMList, raw, &struct{}{}); err != nil {
+	var p api.VMListParams
+	if err := decodeParams(api.MethodVMList, raw, &p); err != nil {
 		return nil, err
 	}
 	vms, err := d.store.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := api.VMList{VMs: make([]api.VM, 0, len(vms))}
 	names := d.imageNames(ctx)
+	if p.Table {
+		return tableOf(vms, names), nil
+	}
+	out := api.VMList{VMs: make([]api.VM, 0, len(vms))}
 	for _, v := range vms {
 		a := d.toAPIWith(v, names)
 		out.VMs = append(out.VMs, a)
 	}
 	return out, nil
+}
+
+// tableOf is vm.list's table view: toAPIWith's values of the members
+// VMRow has, without parsing each VM's storage state or listing its
+// forwards (the full view's cost, for columns the table does not show).
+func tableOf(vms []store.VM, names map[string]string) api.VMTable {
+	out := api.VMTable{VMs: make([]api.VMRow, 0, len(vms))}
+	for i := range vms {
+		v := &vms[i]
+		image := names[v.ImageID]
+		if image == "" {
+			image = v.ImageID
+		}
+		out.VMs = append(out.VMs, api.VMRow{
+			ID: v.ID, Name: v.Name, State: v.State, Image: image, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB,
+			DiskBytes: v.DiskBytes, WorkDiskBytes: v.WorkDiskBytes, NAT: v.NAT, IP: v.IP.String(),
+			CreatedAt: v.CreatedAt, LastUsedAt: v.LastUsedAt, Snapshot: snapshotAPI(v),
+		})
+	}
+	return out
 }
 
 func (d *Daemon) imageNames(ctx context.Context) map[string]string {
