@@ -229,7 +229,9 @@ func (t *tunnel) spliceFrom(src syscall.Conn, dst *net.UnixConn) (int64, bool, e
 			return total, true, err
 		}
 		total += int64(n)
-		if full++; n < pipe.size-pipeSlot {
+		if n == pipe.size-pipeSlot {
+			full++
+		} else {
 			full = 0
 		}
 		if full == bulkFrames && pipe.size < maxTunnelFrame {

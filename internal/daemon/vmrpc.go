@@ -168,17 +168,21 @@ func tableOf(vms []store.VM, names map[string]string) api.VMTable {
 	out := api.VMTable{VMs: make([]api.VMRow, 0, len(vms))}
 	for i := range vms {
 		v := &vms[i]
-		image := names[v.ImageID]
-		if image == "" {
-			image = v.ImageID
-		}
 		out.VMs = append(out.VMs, api.VMRow{
-			ID: v.ID, Name: v.Name, State: v.State, Image: image, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB,
+			ID: v.ID, Name: v.Name, State: v.State, Image: imageName(names, v.ImageID), VCPU: v.VCPU, MemoryMiB: v.MemoryMiB,
 			DiskBytes: v.DiskBytes, WorkDiskBytes: v.WorkDiskBytes, NAT: v.NAT, IP: v.IP.String(),
 			CreatedAt: v.CreatedAt, LastUsedAt: v.LastUsedAt, Snapshot: snapshotAPI(v),
 		})
 	}
 	return out
+}
+
+// imageName is the name of image id, or the id when the image is gone.
+func imageName(names map[string]string, id string) string {
+	if n := names[id]; n != "" {
+		return n
+	}
+	return id
 }
 
 func (d *Daemon) imageNames(ctx context.Context) map[string]string {
@@ -201,15 +205,12 @@ func (d *Daemon) toAPIWith(v store.VM, names map[string]string) api.VM {
 	}
 	out := api.VM{
 		ID: vm.ID, Name: vm.Name, State: vm.State, LastError: vm.LastError, StopReason: vm.StopReason,
-		Image: names[vm.ImageID], VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
+		Image: imageName(names, vm.ImageID), VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes,
 		WorkDiskBytes: vm.WorkDiskBytes, NAT: vm.NAT, IP: vm.IP.String(), MAC: vm.MAC, Tap: vm.Tap,
 		CID: vm.CID, PID: vm.PID, Dir: vm.Dir, APISocket: apiSock(&vm), VsockPath: vsockPath(&vm),
 		RootDisk: st.RootDisk, WorkDisk: workDisk(&vm), StorageDriver: st.Driver,
 		DNSName: vm.Name + ".vm", CreatedAt: vm.CreatedAt, StartedAt: vm.StartedAt, LastUsedAt: vm.LastUsedAt,
 		PendingChanges: vm.Pending, Forwards: d.fwd.listOrNil(vm.ID), Snapshot: snapshotAPI(&vm),
-	}
-	if out.Image == "" {
-		out.Image = vm.ImageID
 	}
 	return out
 }
