@@ -96,7 +96,7 @@ func scanImage(sc scanner) (Image, error) {
 
 // GetImage returns the image with the given ID; ErrNotFound if there is none.
 func (s *Store) GetImage(ctx context.Context, id string) (Image, error) {
-	m, err := scanImage(s.db.QueryRowContext(ctx, `SELECT `+imageColumns+` FROM images WHERE id = ?`, id))
+	m, err := scanImage(s.db.QueryRowContext(calm(ctx), `SELECT `+imageColumns+` FROM images WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Image{}, notFoundf("image %s not found", id)
 	}
@@ -108,7 +108,7 @@ func (s *Store) GetImage(ctx context.Context, id string) (Image, error) {
 
 // GetImageByName returns the image with the given name; ErrNotFound if there is none.
 func (s *Store) GetImageByName(ctx context.Context, name string) (Image, error) {
-	m, err := scanImage(s.db.QueryRowContext(ctx, `SELECT `+imageColumns+` FROM images WHERE name = ?`, name))
+	m, err := scanImage(s.db.QueryRowContext(calm(ctx), `SELECT `+imageColumns+` FROM images WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Image{}, notFoundf("image %q not found", name)
 	}
@@ -120,7 +120,7 @@ func (s *Store) GetImageByName(ctx context.Context, name string) (Image, error) 
 
 // ListImages returns every image ordered by name.
 func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+imageColumns+` FROM images ORDER BY name`)
+	rows, err := s.db.QueryContext(calm(ctx), `SELECT `+imageColumns+` FROM images ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
 	}
@@ -173,7 +173,7 @@ func (t *Tx) DeleteImage(id string) error {
 }
 
 // imageUsers lists the names of the VMs that use image id, by name.
-func imageUsers(ctx context.Context, tx *sql.Tx, id string) ([]string, error) {
+func imageUsers(ctx context.Context, tx querier, id string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM vms WHERE image_id = ? ORDER BY name`, id)
 	if err != nil {
 		return nil, fmt.Errorf("listing vms using the image: %w", err)

@@ -95,7 +95,7 @@ func (s *Store) VMIntents(ctx context.Context, vmID string) ([]Intent, error) {
 }
 
 func (s *Store) intents(ctx context.Context, query string, args ...any) ([]Intent, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.db.QueryContext(calm(ctx), query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing intents: %w", err)
 	}

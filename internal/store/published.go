@@ -116,13 +116,13 @@ func (t *Tx) Unpublish(vmID, hostAddr string, hostPort int) ([]Published, error)
 
 // Published returns the VM's published ports, by host port then address.
 func (s *Store) Published(ctx context.Context, vmID string) ([]Published, error) {
-	return scanPublished(s.db.QueryContext(ctx, `SELECT vm_id, host_addr, host_port, guest_port FROM published_ports
+	return scanPublished(s.db.QueryContext(calm(ctx), `SELECT vm_id, host_addr, host_port, guest_port FROM published_ports
 		WHERE vm_id = ? ORDER BY host_port, host_addr`, vmID))
 }
 
 // AllPublished returns every VM's published ports, by VM then host port.
 func (s *Store) AllPublished(ctx context.Context) ([]Published, error) {
-	return scanPublished(s.db.QueryContext(ctx, `SELECT vm_id, host_addr, host_port, guest_port FROM published_ports
+	return scanPublished(s.db.QueryContext(calm(ctx), `SELECT vm_id, host_addr, host_port, guest_port FROM published_ports
 		ORDER BY vm_id, host_port, host_addr`))
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
@@ -15,14 +16,27 @@ import (
 // function given to Store.Write.
 type Tx struct {
 	ctx   context.Context
-	tx    *sql.Tx
+	tx    querier
 	now   time.Time
 	after []func() // applied to the caller's values once the commit succeeded
+}
+
+// querier is what a statement runs on: the pool, or the connection a
+// write transaction holds.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // Write runs fn in one transaction under the store's write mutex and
 // commits when fn returns nil. The values fn passes to Tx methods are
 // updated (IDs, timestamps) only after the commit succeeds.
+//
+// The transaction is BEGIN IMMEDIATE ... COMMIT on one connection of the
+// pool rather than a database/sql Tx, which watches its context from a
+// goroutine of its own and gives every result set read in it another
+// (see calm).
 func (s *Store) Write(ctx context.Context, fn func(*Tx) error) error {
 	defer s.lockWrite()()
 	if h := s.writeHook.Load(); h != nil {
@@ -30,18 +44,35 @@ func (s *Store) Write(ctx context.Context, fn func(*Tx) error) error {
 			return fmt.Errorf("writing to the store: %w", err)
 		}
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	conn, err := s.db.Conn(ctx) // a caller already gone is refused here
 	if err != nil {
 		return fmt.Errorf("beginning a store transaction: %w", err)
 	}
-	defer tx.Rollback()
-	t := &Tx{ctx: ctx, tx: tx, now: s.now()}
+	ctx = context.WithoutCancel(ctx)
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
+		return fmt.Errorf("beginning a store transaction: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			if _, rerr := conn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+				// Never hand back a connection that may still be inside
+				// a transaction: the pool drops a connection whose Raw
+				// callback reports it bad.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}
+		conn.Close()
+	}()
+	t := &Tx{ctx: ctx, tx: conn, now: s.now()}
 	if err := fn(t); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return fmt.Errorf("committing to the store: %w", err)
 	}
+	committed = true
 	for _, f := range t.after {
 		f()
 	}

@@ -195,7 +195,7 @@ func (t *Tx) CreateVM(vm *VM, alloc AllocFunc) error {
 }
 
 // usedAllocations reads every allocated IP, CID and MAC.
-func usedAllocations(ctx context.Context, tx *sql.Tx) (Used, error) {
+func usedAllocations(ctx context.Context, tx querier) (Used, error) {
 	used := Used{IPs: map[netip.Addr]bool{}, CIDs: map[uint32]bool{}, MACs: map[string]bool{}}
 	rows, err := tx.QueryContext(ctx, `SELECT id, name, ip, cid, mac FROM vms`)
 	if err != nil {
@@ -262,7 +262,7 @@ func boolInt(b bool) int {
 
 // GetVM returns the VM with the given ID; ErrNotFound if there is none.
 func (s *Store) GetVM(ctx context.Context, id string) (VM, error) {
-	vm, err := scanVM(s.db.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE id = ?`, id))
+	vm, err := scanVM(s.db.QueryRowContext(calm(ctx), `SELECT `+vmColumns+` FROM vms WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return VM{}, notFoundf("vm %s not found", id)
 	}
@@ -275,7 +275,7 @@ func (s *Store) GetVM(ctx context.Context, id string) (VM, error) {
 
 // GetVMByName returns the VM with the given name; ErrNotFound if there is none.
 func (s *Store) GetVMByName(ctx context.Context, name string) (VM, error) {
-	vm, err := scanVM(s.db.QueryRowContext(ctx, `SELECT `+vmColumns+` FROM vms WHERE name = ?`, name))
+	vm, err := scanVM(s.db.QueryRowContext(calm(ctx), `SELECT `+vmColumns+` FROM vms WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return VM{}, notFoundf("vm %q not found", name)
 	}
@@ -322,7 +322,7 @@ func copyVMs(in []VM) []VM {
 }
 
 func (s *Store) listVMs(ctx context.Context) ([]VM, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+vmColumns+` FROM vms ORDER BY created_at, name`)
+	rows, err := s.db.QueryContext(calm(ctx), `SELECT `+vmColumns+` FROM vms ORDER BY created_at, name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing vms: %w", err)
 	}
@@ -449,7 +449,7 @@ func (t *Tx) DeleteVM(id string) error {
 // CountVMsByState returns how many VMs are in each state (states with no VM
 // are absent). A VM with an unknown state is a *DecodeError.
 func (s *Store) CountVMsByState(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*), min(name) FROM vms GROUP BY state`)
+	rows, err := s.db.QueryContext(calm(ctx), `SELECT state, count(*), min(name) FROM vms GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("counting vms by state: %w", err)
 	}
