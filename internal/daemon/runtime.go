@@ -22,6 +22,9 @@ type proc struct {
 	pid  int
 	done <-chan struct{}
 	logs []firecracker.LogMark // firecracker.log and console.log from where they ended at launch
+	// console is the VM's console.log, which the stats loop caps (the VM's
+	// directory does not change while it runs).
+	console string
 
 	// recorded is set once the exit has been dealt with: written to the
 	// store with its reason (onExit, reconcile) or made moot by an operation
@@ -220,6 +223,7 @@ func (d *Daemon) launch(ctx context.Context, vm *store.VM, spec firecracker.Laun
 // watch makes p the VM's process and has its exit handled.
 func (d *Daemon) watch(vm *store.VM, p *procwatch.Proc, logs []firecracker.LogMark) *proc {
 	pr := newProc(p, logs)
+	pr.console = filepath.Join(vm.Dir, fileConsole)
 	id := vm.ID
 	d.vms.set(id, pr)
 	p.Notify(func(*procwatch.Proc) { d.onExit(id, pr) })

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,7 +78,7 @@ func readProc(pid int) (uint64, int64, error) {
 func (d *Daemon) sampleStats(ctx context.Context) {
 	now := time.Now()
 	procs := d.vms.all()
-	d.capConsoles(ctx, procs)
+	d.capConsoles(procs)
 	d.stats.mu.Lock()
 	defer d.stats.mu.Unlock()
 	for id, pr := range procs {
@@ -150,17 +149,17 @@ func (d *Daemon) rpcStats(ctx context.Context, raw json.RawMessage) (any, error)
 
 // capConsoles keeps each running VM's console.log under consoleMaxBytes.
 // Firecracker writes it with O_APPEND, so trimming it in place is safe.
-func (d *Daemon) capConsoles(ctx context.Context, procs map[string]*proc) {
-	for id := range procs {
-		vm, err := d.store.GetVM(ctx, id)
-		if err != nil {
+// The path comes from the watched process, so a sample reads nothing from
+// the store (with 500 VMs it read 500 rows a second).
+func (d *Daemon) capConsoles(procs map[string]*proc) {
+	for id, pr := range procs {
+		if pr.console == "" {
 			continue
 		}
-		path := filepath.Join(vm.Dir, fileConsole)
-		if trimmed, err := firecracker.CapFile(path, consoleMaxBytes); err != nil {
-			d.log.Warn("capping console log", "vm", vm.Name, "err", err)
+		if trimmed, err := firecracker.CapFile(pr.console, consoleMaxBytes); err != nil {
+			d.log.Warn("capping console log", "vm_id", id, "path", pr.console, "err", err)
 		} else if trimmed {
-			d.log.Debug("trimmed console log", "vm", vm.Name)
+			d.log.Debug("trimmed console log", "vm_id", id)
 		}
 	}
 }
