@@ -77,7 +77,9 @@ func (d *Daemon) runForwards(ctx context.Context, wg *sync.WaitGroup) {
 // each VM on its own goroutine so a slow agent delays only its own VM.
 func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
 	asOf := time.Now()
-	vms, err := d.store.ListVMs(ctx)
+	vms, err := d.store.ListVMsWhere(ctx, func(v *store.VM) bool {
+		return v.State == api.StateRunning || v.State == api.StatePaused
+	})
 	if err != nil {
 		d.log.Warn("forwards: listing vms", "err", err)
 		return

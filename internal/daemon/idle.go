@@ -34,14 +34,11 @@ func (d *Daemon) idleCheck(ctx context.Context) {
 	if d.cfg.IdleAfter == 0 {
 		key = "auto_stop_stale_after"
 	}
-	vms, err := d.store.ListVMs(ctx)
+	vms, err := d.store.ListVMsWhere(ctx, func(v *store.VM) bool { return v.State == api.StateRunning })
 	if err != nil {
 		return
 	}
 	for _, v := range vms {
-		if v.State != api.StateRunning {
-			continue
-		}
 		idle, ok := d.idleFor(ctx, &v)
 		if !ok || idle < window {
 			continue

@@ -61,3 +61,39 @@ func TestListCacheFollowsWrites(t *testing.T) {
 		t.Fatalf("after delete: %v", got)
 	}
 }
+
+// TestListVMsWhere: the filter applies on a fresh read and on the cached
+// list alike, keeps the order, and what it returns is the caller's own.
+func TestListVMsWhere(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	img := mustImage(t, s, "debian")
+	for _, n := range []string{"a", "b", "c"} {
+		mustVM(t, s, img, n)
+	}
+	b, err := s.GetVMByName(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetState(ctx, b.ID, StateRunning, ""); err != nil {
+		t.Fatal(err)
+	}
+	notA := func(v *VM) bool { return v.Name != "a" }
+	for _, round := range []string{"fresh read", "cached"} {
+		got, err := s.ListVMsWhere(ctx, notA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].Name != "b" || got[1].Name != "c" {
+			t.Fatalf("%s: %+v", round, got)
+		}
+		got[0].Name = "mutated"
+	}
+	running, err := s.ListVMsWhere(ctx, func(v *VM) bool { return v.State == StateRunning })
+	if err != nil || len(running) != 1 || running[0].Name != "b" {
+		t.Fatalf("running: %+v, %v", running, err)
+	}
+	if all, err := s.ListVMs(ctx); err != nil || len(all) != 3 || all[1].Name != "b" {
+		t.Fatalf("the cache was changed through a filtered list: %+v, %v", all, err)
+	}
+}

@@ -293,10 +293,17 @@ func (s *Store) GetVMByName(ctx context.Context, name string) (VM, error) {
 // through DB() bypass the cache), so listing many VMs repeatedly costs one
 // query per change, not one per call. Callers get their own copies.
 func (s *Store) ListVMs(ctx context.Context) ([]VM, error) {
+	return s.ListVMsWhere(ctx, nil)
+}
+
+// ListVMsWhere is ListVMs keeping only the VMs keep accepts (nil keeps
+// all). Only those are copied out of the cache, so a background loop that
+// wants the running VMs does not copy 500 stopped ones every second.
+func (s *Store) ListVMsWhere(ctx context.Context, keep func(*VM) bool) ([]VM, error) {
 	gen := s.gen.Load()
 	s.cacheMu.Lock()
 	if s.cached && s.cacheAt == gen {
-		out := copyVMs(s.cache)
+		out := copyVMs(s.cache, keep)
 		s.cacheMu.Unlock()
 		return out, nil
 	}
@@ -306,17 +313,34 @@ func (s *Store) ListVMs(ctx context.Context) ([]VM, error) {
 		return nil, err
 	}
 	s.cacheMu.Lock()
-	s.cache, s.cacheAt, s.cached = copyVMs(vms), gen, true
+	s.cache, s.cacheAt, s.cached = copyVMs(vms, nil), gen, true
 	s.cacheMu.Unlock()
-	return vms, nil
+	if keep == nil {
+		return vms, nil
+	}
+	return copyVMs(vms, keep), nil
 }
 
-func copyVMs(in []VM) []VM {
-	out := make([]VM, len(in))
-	for i, v := range in {
+// copyVMs copies the VMs keep accepts (nil: all), with their own slices.
+func copyVMs(in []VM, keep func(*VM) bool) []VM {
+	n := len(in)
+	if keep != nil {
+		n = 0
+		for i := range in {
+			if keep(&in[i]) {
+				n++
+			}
+		}
+	}
+	out := make([]VM, 0, n)
+	for i := range in {
+		if keep != nil && !keep(&in[i]) {
+			continue
+		}
+		v := in[i]
 		v.Pending = append([]string(nil), v.Pending...)
 		v.Storage = append(json.RawMessage(nil), v.Storage...)
-		out[i] = v
+		out = append(out, v)
 	}
 	return out
 }
