@@ -350,6 +350,13 @@ func (m *forwarder) sleepThrough(id string, release func()) {
 	m.vms[id] = e
 }
 
+// compact rebuilds the table of VMs at its present size (see resized).
+func (m *forwarder) compact() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.vms = resized(m.vms)
+}
+
 // closeAll closes every forward (daemon shutdown); nothing opens after.
 func (m *forwarder) closeAll() {
 	m.mu.Lock()

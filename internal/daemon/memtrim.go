@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -61,6 +62,33 @@ func limitStore(st *store.Store) {
 	db := st.DB()
 	db.SetMaxOpenConns(storeMaxConns)
 	db.SetMaxIdleConns(storeIdleConns)
+}
+
+// resized is a copy of m sized for what it holds now: a Go map keeps the
+// room it once grew to, so the daemon's per-VM tables, grown to 500
+// running VMs, would hold that room after they all stopped.
+func resized[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	maps.Copy(out, m)
+	return out
+}
+
+// compactTables rebuilds the daemon's per-VM tables at their present size.
+func (d *Daemon) compactTables() {
+	d.vms.mu.Lock()
+	d.vms.procs = resized(d.vms.procs)
+	d.vms.mu.Unlock()
+	d.vms.w.Compact()
+	d.stats.mu.Lock()
+	d.stats.samples, d.stats.active = resized(d.stats.samples), resized(d.stats.active)
+	d.stats.mu.Unlock()
+	d.locks.mu.Lock()
+	d.locks.locks = resized(d.locks.locks)
+	d.locks.mu.Unlock()
+	d.fwd.compact()
+	if d.net.records != nil {
+		d.net.records.Compact()
+	}
 }
 
 // trimMemory hands back what a burst of VM operations left behind: idle

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -174,5 +176,25 @@ func TestReconcileSchedulesTrim(t *testing.T) {
 	r.d.reconcile(context.Background())
 	if !pending() {
 		t.Fatal("no memory trim scheduled after a reconcile over one vm")
+	}
+}
+
+// TestResized: the rebuilt table holds exactly what the old one did and is
+// its own.
+func TestResized(t *testing.T) {
+	m := map[string]int{}
+	for i := 0; i < 1000; i++ {
+		m[fmt.Sprint(i)] = i
+	}
+	for i := 10; i < 1000; i++ {
+		delete(m, fmt.Sprint(i))
+	}
+	r := resized(m)
+	if !maps.Equal(r, m) {
+		t.Fatalf("resized %v, want %v", r, m)
+	}
+	r["x"] = 1
+	if _, ok := m["x"]; ok {
+		t.Fatal("the rebuilt map shares the old one's storage")
 	}
 }

@@ -55,6 +55,7 @@ func (d *Daemon) init(ctx context.Context) error {
 	st := d.store
 	keep := keepThreads()
 	trim := func() {
+		d.compactTables()
 		if shed := trimMemory(st, keep); shed > 0 {
 			d.log.Debug("memory trimmed", "threads_ended", shed)
 		}

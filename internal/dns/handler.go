@@ -5,6 +5,7 @@
 package dns
 
 import (
+	"maps"
 	"net"
 	"net/netip"
 	"strconv"
@@ -77,6 +78,21 @@ func (r *Records) set(name string, ip netip.Addr, asleep bool) {
 		delete(r.asleep, name)
 	}
 	r.nAsleep.Store(int32(len(r.asleep)))
+}
+
+// Compact rebuilds the tables at their present size (a Go map keeps the
+// room it grew to, so tables that held 500 VMs' names hold it after they
+// have gone).
+func (r *Records) Compact() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	byName := make(map[string]netip.Addr, len(r.byName))
+	maps.Copy(byName, r.byName)
+	byAddr := make(map[netip.Addr]string, len(r.byAddr))
+	maps.Copy(byAddr, r.byAddr)
+	asleep := make(map[string]bool, len(r.asleep))
+	maps.Copy(asleep, r.asleep)
+	r.byName, r.byAddr, r.asleep = byName, byAddr, asleep
 }
 
 // Remove unpublishes name; an unknown name is fine.

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -408,5 +409,34 @@ func BenchmarkHandlerA(b *testing.B) {
 		if rec.err != nil || len(rec.msg.Answer) != 1 {
 			b.Fatalf("bad reply: %v %v", rec.err, rec.msg)
 		}
+	}
+}
+
+// TestRecordsCompact: rebuilding the tables keeps every name, address and
+// suspended mark.
+func TestRecordsCompact(t *testing.T) {
+	r := NewRecords()
+	for i := 0; i < 500; i++ {
+		r.Set(fmt.Sprintf("vm%d", i), netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}))
+	}
+	for i := 2; i < 500; i++ {
+		r.Remove(fmt.Sprintf("vm%d", i))
+	}
+	r.SetAsleep("vm1", netip.MustParseAddr("172.16.0.1"))
+	r.Compact()
+	if r.Len() != 2 {
+		t.Fatalf("%d names after Compact, want 2", r.Len())
+	}
+	if ip, ok := r.LookupName("vm0"); !ok || ip != netip.MustParseAddr("172.16.0.0") {
+		t.Errorf("vm0: %v %v", ip, ok)
+	}
+	if n, ok := r.LookupAddr(netip.MustParseAddr("172.16.0.1")); !ok || n != "vm1" {
+		t.Errorf("172.16.0.1: %q %v", n, ok)
+	}
+	if !r.Asleep("vm1") || r.Asleep("vm0") {
+		t.Errorf("asleep after Compact: vm1 %v, vm0 %v", r.Asleep("vm1"), r.Asleep("vm0"))
+	}
+	if _, ok := r.LookupName("vm7"); ok {
+		t.Error("a removed name came back")
 	}
 }

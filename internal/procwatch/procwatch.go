@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"sync"
@@ -203,6 +204,17 @@ func New() (*Watcher, error) {
 	w := &Watcher{epfd: epfd, evfd: evfd, procs: map[int]*Proc{}, loopDone: make(chan struct{})}
 	go w.loop()
 	return w, nil
+}
+
+// Compact rebuilds the watcher's table at its present size: a Go map keeps
+// the room it grew to, so one that held 500 processes holds it after
+// they have all gone.
+func (w *Watcher) Compact() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	procs := make(map[int]*Proc, len(w.procs))
+	maps.Copy(procs, w.procs)
+	w.procs = procs
 }
 
 // Len is the number of processes watched.

@@ -475,3 +475,30 @@ func pidReuseMain() int {
 	syscall.Kill(gpid, syscall.SIGKILL)
 	return check("adopted", a)
 }
+
+// TestCompactKeepsWatching: after Compact rebuilds the table, the
+// processes still watched are reaped and the gone ones stay gone.
+func TestCompactKeepsWatching(t *testing.T) {
+	w := newWatcher(t)
+	var gone []*Proc
+	for i := 0; i < 20; i++ {
+		gone = append(gone, start(t, w, "/bin/true"))
+	}
+	for _, p := range gone {
+		waitDone(t, p)
+	}
+	p := start(t, w, "/bin/sleep", "60")
+	w.Compact()
+	if w.Len() != 1 {
+		t.Fatalf("%d processes watched after Compact, want 1", w.Len())
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitDone(t, p); st.Signal != syscall.SIGKILL {
+		t.Errorf("status %s, want killed by SIGKILL", st)
+	}
+	if w.Len() != 0 {
+		t.Errorf("%d processes still watched after the exit", w.Len())
+	}
+}
