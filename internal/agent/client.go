@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"banger/internal/httpconn"
 )
 
 // maxBody bounds how much of an agent answer the client reads.
@@ -22,14 +24,7 @@ type Client struct {
 
 // NewClient returns a Client whose requests run over connections from dial.
 func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dial(ctx)
-		},
-		DisableKeepAlives:     true,
-		DisableCompression:    true,
-		ResponseHeaderTimeout: 30 * time.Second,
-	}
+	tr := &httpconn.Transport{Dial: dial, HeaderTimeout: 30 * time.Second}
 	return &Client{hc: &http.Client{Transport: tr}}
 }
 

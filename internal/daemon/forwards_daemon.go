@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"banger/internal/api"
 	"banger/internal/store"
 )
@@ -59,23 +57,26 @@ func (d *Daemon) runForwards(ctx context.Context, wg *sync.WaitGroup) {
 		defer d.fwd.closeAll()
 		t := time.NewTicker(forwardPollInterval)
 		defer t.Stop()
-		var polls sync.WaitGroup
-		defer polls.Wait()
+		q := &pollQueue{run: func(vm store.VM) {
+			defer d.fwd.endPoll(vm.ID)
+			d.pollVM(ctx, vm)
+		}}
+		defer q.wg.Wait()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				d.pollForwards(ctx, &polls)
+				d.pollForwards(ctx, q)
 			}
 		}
 	}()
 }
 
-// pollForwards closes the forwards of VMs that no longer run and, for each
-// running VM, reads its guest listeners and brings its forwards in line,
-// each VM on its own goroutine so a slow agent delays only its own VM.
-func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
+// pollForwards closes the forwards of VMs that no longer run and queues a
+// poll of each running VM's guest listeners (one not yet polled since the
+// last round is skipped by startPoll).
+func (d *Daemon) pollForwards(ctx context.Context, q *pollQueue) {
 	asOf := time.Now()
 	vms, err := d.store.ListVMsWhere(ctx, func(v *store.VM) bool {
 		return v.State == api.StateRunning || v.State == api.StatePaused
@@ -98,32 +99,66 @@ func (d *Daemon) pollForwards(ctx context.Context, polls *sync.WaitGroup) {
 		}
 		todo = append(todo, v)
 	}
-	if len(todo) == 0 {
-		return
-	}
-	// The round runs on its own goroutine through pollWorkers: one
-	// goroutine per VM per second held 1,145 goroutines (11.5 MiB of
-	// stacks) with 500 running VMs, most of them queued for the store.
-	polls.Add(1)
-	go func() {
-		defer polls.Done()
-		var g errgroup.Group
-		g.SetLimit(pollWorkers)
-		for _, vm := range todo {
-			g.Go(func() error {
-				defer d.fwd.endPoll(vm.ID)
-				d.pollVM(ctx, vm)
-				return nil
-			})
-		}
-		g.Wait()
-	}()
+	q.add(ctx, todo)
 }
 
 // pollWorkers bounds the VMs whose guest listeners are read at once. A
 // poll is a short vsock request (up to 2 s for an agent that does not
-// answer); a VM still queued from the last round is skipped by startPoll.
+// answer), so a VM whose agent hangs holds one worker and delays only the
+// polls queued behind it.
 const pollWorkers = 16
+
+// pollQueue runs queued VM polls on at most pollWorkers goroutines,
+// started as polls are queued and ended when the queue is empty. One
+// goroutine per VM per second held 1,145 goroutines (11.5 MiB of stacks)
+// with 500 running VMs, most of them queued for the store; a pool per
+// round still started a goroutine per VM, and rounds that overlapped each
+// ran their own pollWorkers: 40,000 goroutines a minute, 93 alive at
+// once, and how many were ever alive together is what the runtime keeps
+// records and stacks for (docs/design.md §4 "Memory after a burst").
+type pollQueue struct {
+	run func(store.VM)
+	wg  sync.WaitGroup
+
+	mu      sync.Mutex
+	queue   []store.VM
+	workers int
+}
+
+// add queues vms and starts workers for them, up to pollWorkers in all.
+func (q *pollQueue) add(ctx context.Context, vms []store.VM) {
+	if len(vms) == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.queue = append(q.queue, vms...)
+	n := min(pollWorkers-q.workers, len(q.queue))
+	q.workers += n
+	q.mu.Unlock()
+	q.wg.Add(n)
+	for range n {
+		go q.work(ctx)
+	}
+}
+
+// work runs queued polls until the queue is empty. Once ctx ends, what is
+// still queued is dropped unrun.
+func (q *pollQueue) work(ctx context.Context) {
+	defer q.wg.Done()
+	for {
+		q.mu.Lock()
+		if len(q.queue) == 0 || ctx.Err() != nil {
+			q.queue = nil // hands back the room a round grew it to
+			q.workers--
+			q.mu.Unlock()
+			return
+		}
+		vm := q.queue[0]
+		q.queue = q.queue[1:]
+		q.mu.Unlock()
+		q.run(vm)
+	}
+}
 
 // pollVM reads one VM's guest listeners (with auto_forward only) and,
 // under the VM's lock (skipped when an operation holds it) and only while

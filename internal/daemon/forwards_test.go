@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -298,4 +299,70 @@ func TestForwarderSleepThrough(t *testing.T) {
 	if got := b.held(); len(got) != 0 {
 		t.Fatalf("stop of a suspended vm left %q", got)
 	}
+}
+
+// The poll queue runs every queued poll once, at most pollWorkers at a
+// time, on at most pollWorkers goroutines however many VMs are queued, and
+// leaves none behind once the queue is empty.
+func TestPollQueue(t *testing.T) {
+	var mu sync.Mutex
+	ran := map[string]int{}
+	running, most := 0, 0
+	release := make(chan struct{})
+	q := &pollQueue{run: func(vm store.VM) {
+		mu.Lock()
+		ran[vm.ID]++
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+	}}
+	var vms []store.VM
+	for i := range 500 {
+		vms = append(vms, store.VM{ID: fmt.Sprintf("vm%d", i)})
+	}
+	before := goroutinesCreated()
+	q.add(context.Background(), vms[:250])
+	q.add(context.Background(), vms[250:])
+	close(release)
+	q.wg.Wait()
+	// pollWorkers for the queue, with room for what earlier tests left
+	// running; a goroutine per VM would be 500.
+	if created := goroutinesCreated() - before; created > 2*pollWorkers {
+		t.Errorf("500 polls started %d goroutines, want about %d", created, pollWorkers)
+	}
+	if most > pollWorkers || most == 0 {
+		t.Errorf("%d polls ran at once, want 1 to %d", most, pollWorkers)
+	}
+	for _, vm := range vms {
+		if ran[vm.ID] != 1 {
+			t.Fatalf("%s polled %d times, want once", vm.ID, ran[vm.ID])
+		}
+	}
+	if q.workers != 0 || q.queue != nil {
+		t.Fatalf("after the queue emptied: %d workers, %d queued", q.workers, len(q.queue))
+	}
+	// Queued after the workers ended: new ones start.
+	q.add(context.Background(), []store.VM{{ID: "late"}})
+	q.wg.Wait()
+	if ran["late"] != 1 {
+		t.Fatal("a poll queued after the workers had ended did not run")
+	}
+	// Once the context ends, what is queued is dropped.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	q.add(ctx, []store.VM{{ID: "dropped"}})
+	q.wg.Wait()
+	if ran["dropped"] != 0 {
+		t.Fatal("a poll queued after the context ended ran")
+	}
+}
+
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }

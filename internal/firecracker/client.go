@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"banger/internal/httpconn"
 )
 
 // maxResponseBody bounds what the client reads from a Firecracker response.
@@ -26,14 +28,10 @@ type Client struct {
 
 // NewClient returns a client for the API socket at apiSock.
 func NewClient(apiSock string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", apiSock)
-		},
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-	}
+	tr := &httpconn.Transport{Dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", apiSock)
+	}}
 	return &Client{sock: apiSock, hc: &http.Client{Transport: tr}}
 }
 
