@@ -142,8 +142,10 @@ func TestNoGoroutinePerRequest(t *testing.T) {
 	for range 50 {
 		get()
 	}
-	if n := goroutinesCreated() - before; n != 0 {
-		t.Fatalf("50 requests started %d goroutines, want none", n)
+	// The runtime starts a few of its own now and then (mark workers,
+	// cleanup goroutines); a goroutine per request would be 50.
+	if n := goroutinesCreated() - before; n >= 10 {
+		t.Fatalf("50 requests started %d goroutines, want none of their own", n)
 	}
 }
 
