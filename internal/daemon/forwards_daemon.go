@@ -113,8 +113,8 @@ const pollWorkers = 16
 // goroutine per VM per second held 1,145 goroutines (11.5 MiB of stacks)
 // with 500 running VMs, most of them queued for the store; a pool per
 // round still started a goroutine per VM, and rounds that overlapped each
-// ran their own pollWorkers: 40,000 goroutines a minute, 93 alive at
-// once, and how many were ever alive together is what the runtime keeps
+// ran their own pollWorkers: 40,000 goroutines over the 500-VM
+// benchmark, 93 alive at once, and how many were ever alive together is what the runtime keeps
 // records and stacks for (docs/design.md §4 "Memory after a burst").
 type pollQueue struct {
 	run func(store.VM)
