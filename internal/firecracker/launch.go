@@ -218,8 +218,9 @@ func WaitReady(ctx context.Context, c *Client, timeout time.Duration, exited fun
 			if err == nil {
 				return nil
 			}
-			// Keep the informative error, not the one the deadline cut.
-			if ctx.Err() == nil || last == nil {
+			// Keep the informative error, not the one the deadline cut
+			// (an I/O deadline can pass before ctx says it is done).
+			if !ended(ctx) || last == nil {
 				last = err
 			}
 		} else {
@@ -241,4 +242,14 @@ func WaitReady(ctx context.Context, c *Client, timeout time.Duration, exited fun
 		// Poll often: the wait is on the create path, and a stat is cheap.
 		delay = min(2*delay, 5*time.Millisecond)
 	}
+}
+
+// ended reports whether ctx is done or its deadline has passed: the timer
+// that marks it done can run a moment after the deadline.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -53,6 +53,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	conn, err := t.Dial(ctx)
 	if err != nil {
 		closeBody(req)
+		if cerr := ctxErr(ctx, err); cerr != nil {
+			return nil, cerr
+		}
 		return nil, err
 	}
 	deadline, hasDeadline := ctx.Deadline()
